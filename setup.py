@@ -1,0 +1,31 @@
+"""mask2former-dinat: Mask2Former with a DiNAT backbone on current PyTorch.
+
+detectron2 is not on PyPI, so it is not listed here: `make setup`
+(tools/setup_env.py) installs it first, then this package. panopticapi comes from
+PyPI's `panopticapi-lite`, installed by the same script with --no-deps because its
+metadata asks for a Pillow newer than detectron2 0.6 accepts (its code runs on both).
+"""
+from setuptools import find_packages, setup
+
+setup(
+    name="mask2former-dinat",
+    version="0.1.0",
+    description="Mask2Former with a DiNAT backbone on current PyTorch and detectron2",
+    python_requires=">=3.9",
+    packages=find_packages(include=["mask2former_dinat", "mask2former_dinat.*"]),
+    install_requires=[
+        "torch>=2.1",
+        "torchvision",
+        "numpy",
+        "scipy",
+        "opencv-python-headless>=4.5,<5",
+        "pycocotools>=2.0.2",
+        "cityscapesscripts>=2.2",
+        "tqdm",
+    ],
+    extras_require={
+        # natten >= 0.20 has no positional bias; it only serves bias-free calls (optional accelerator).
+        "natten": ["natten>=0.21,<0.22"],
+        "test": ["pytest>=7"],
+    },
+)

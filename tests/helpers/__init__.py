@@ -1,0 +1,1 @@
+"""Shared test utilities: reference implementations and small dataset writers."""
