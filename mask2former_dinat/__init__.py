@@ -3,6 +3,12 @@
 Importing the package registers the backbone, meta-architecture, heads and
 datasets with detectron2.
 """
+import warnings
+
+# detectron2 decorates functions with torch.jit.script at import; current torch warns about
+# each one. It is noise for our users (we do not script anything).
+warnings.filterwarnings("ignore", message=r".*torch\.jit\.script.*deprecated", category=FutureWarning)
+
 from .config import add_dinat_config, add_maskformer2_config, get_cfg
 from . import data, modeling  # noqa: F401  (registration)
 

@@ -1,0 +1,33 @@
+# The single entry point. `make test` and `make demo` set up .venv first if needed.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.setup-done
+PYTEST_ARGS ?=
+
+.PHONY: setup test demo env clean-venv
+
+$(STAMP): setup.py tools/setup_env.py tools/detectron2_offline_fallback.py tools/detectron2_0.6_constraints.txt
+	$(PYTHON) tools/setup_env.py --venv $(VENV)
+	@touch $(STAMP)
+
+## setup: create/refresh .venv (torch, detectron2, this package, test tools)
+setup:
+	$(PYTHON) tools/setup_env.py --venv $(VENV)
+	@touch $(STAMP)
+
+## test: the whole test suite
+test: $(STAMP)
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+## demo: the main job on its embedded default (synthetic data, CPU)
+demo: $(STAMP)
+	@if [ -f tools/run_demo_job.py ]; then $(PY) tools/run_demo_job.py; \
+	else echo "make demo: the main job (train + evaluate + visualize on a synthetic dataset) is not built yet (issue 6)."; exit 2; fi
+
+## env: what a bug report needs
+env: $(STAMP)
+	$(PY) -m mask2former_dinat.env
+
+clean-venv:
+	rm -rf $(VENV)

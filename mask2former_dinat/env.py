@@ -1,0 +1,123 @@
+"""`python -m mask2former_dinat.env`: what a bug report needs.
+
+Python, torch and its CUDA, detectron2 (version, where it came from, whether its
+C++ ops exist), natten (version, whether it can serve DiNAT's biased attention),
+which neighborhood-attention backend runs, and the versions of the data/eval
+libraries.
+"""
+import importlib
+import importlib.metadata
+import json
+import platform
+import sys
+from pathlib import Path
+
+SETUP_RECORD = Path(sys.prefix) / "mask2former_dinat_setup.json"
+
+
+def _version(dist, module=None):
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        pass
+    if module:
+        try:
+            return getattr(importlib.import_module(module), "__version__", "installed (version unknown)")
+        except Exception:  # noqa: BLE001 - a report must not crash on a broken package
+            pass
+    return "not installed"
+
+
+def detectron2_info():
+    """(version and location, source (a)/(b)/(c), C++ ops status)."""
+    try:
+        import detectron2
+    except ImportError as e:
+        return f"not importable: {e}", "none", "n/a"
+    where = f"{detectron2.__version__} @ {Path(detectron2.__file__).parent}"
+    try:
+        from detectron2 import _C
+    except ImportError as e:
+        ops = f"missing ({e})"
+        stub = False
+    else:
+        stub = getattr(_C, "MASK2FORMER_DINAT_STUB", False)
+        ops = "absent (pure-Python stand-in; Mask2Former does not need them)" if stub else f"compiled ({_C.__file__})"
+    source = None
+    if SETUP_RECORD.exists():
+        source = json.loads(SETUP_RECORD.read_text()).get("detectron2_source")
+    if source is None:
+        source = ("(c) offline fallback: pb1-detectron2 0.6 without C++ ops" if stub
+                  else "(a) installed outside `make setup`")
+    return where, source, ops
+
+
+def natten_info():
+    try:
+        import natten
+    except ImportError:
+        return "not installed (optional)", "no"
+    version = getattr(natten, "__version__", _version("natten"))
+    major_minor = tuple(int(p) for p in version.split(".")[:2] if p.isdigit())
+    has_bias = major_minor < (0, 20)
+    compiled = getattr(natten, "HAS_LIBNATTEN", None)
+    bias = ("yes" if has_bias else
+            "no: natten >= 0.20 has no relative positional bias; it serves only bias-free calls")
+    return f"{version} (compiled kernels: {compiled})", bias
+
+
+def na_backend_info():
+    try:
+        from mask2former_dinat.layers import neighborhood_attention
+        return neighborhood_attention.describe_backends()
+    except Exception as e:  # noqa: BLE001
+        return f"unavailable: {type(e).__name__}: {e}"
+
+
+def collect():
+    """The report as (key, value) rows."""
+    import torch
+
+    d2_where, d2_source, d2_ops = detectron2_info()
+    natten_version, natten_bias = natten_info()
+    cuda = torch.version.cuda or "none (CPU build)"
+    gpus = ", ".join(torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())) or "none"
+    return [
+        ("Python", sys.version.split()[0] + f" ({platform.platform()})"),
+        ("mask2former_dinat", _version("mask2former-dinat")),
+        ("torch", f"{torch.__version__} @ {Path(torch.__file__).parent}"),
+        ("torch CUDA", f"{cuda}; available: {torch.cuda.is_available()}; GPUs: {gpus}"),
+        ("torchvision", _version("torchvision")),
+        ("detectron2", d2_where),
+        ("detectron2 source", d2_source),
+        ("detectron2 C++ ops", d2_ops),
+        ("natten", natten_version),
+        ("natten serves DiNAT's biased attention", natten_bias),
+        ("neighborhood attention backend", na_backend_info()),
+        ("numpy", _version("numpy")),
+        ("Pillow", _version("Pillow")),
+        ("opencv", _version("opencv-python-headless", "cv2") if _version("opencv-python") == "not installed"
+         else _version("opencv-python")),
+        ("pycocotools", _version("pycocotools")),
+        ("panopticapi", _version("panopticapi-lite", "panopticapi")),
+        ("cityscapesscripts", _version("cityscapesscripts")),
+        ("scipy", _version("scipy")),
+    ]
+
+
+def format_report(rows):
+    width = max(len(k) for k, _ in rows)
+    lines = []
+    for key, value in rows:
+        value_lines = str(value).splitlines() or [""]
+        lines.append(f"{key.ljust(width)}  {value_lines[0]}")
+        lines.extend(" " * (width + 2) + v for v in value_lines[1:])
+    return "\n".join(lines)
+
+
+def main():
+    print(format_report(collect()))
+
+
+if __name__ == "__main__":
+    main()
