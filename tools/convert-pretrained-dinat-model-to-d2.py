@@ -13,6 +13,7 @@ DetectionCheckpointer reads such a .pkl and matches its names as suffixes of the
 so it loads into a bare D2DiNAT as well as into a full model's `backbone.` entries.
 """
 import argparse
+import os
 import pickle
 import sys
 from typing import Dict, List, NamedTuple
@@ -33,10 +34,10 @@ class Conversion(NamedTuple):
 
 def load_state_dict(path: str, weights_only: bool = True) -> Dict[str, torch.Tensor]:
     """The DiNAT state dict inside an ImageNet checkpoint file ("model" or "state_dict" entry)."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"no checkpoint file at {path}")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=weights_only)
-    except FileNotFoundError:
-        raise
     except Exception as e:  # an unpickling error's type differs across torch versions
         if weights_only:
             raise ValueError(

@@ -198,11 +198,16 @@ def _check_architecture(embed_dim, depths, num_heads, kernel_size, dilations, ou
                 f"MODEL.DINAT.NUM_HEADS[{i}] = {heads} does not divide: pick a head count that divides it."
             )
     if embed_dim % 2:
-        raise ValueError(f"MODEL.DINAT.EMBED_DIM must be even (the tokenizer's first conv has EMBED_DIM/2 channels), got {embed_dim}.")
+        raise ValueError(
+            f"MODEL.DINAT.EMBED_DIM must be even (the tokenizer's first conv has EMBED_DIM/2 channels), got {embed_dim}."
+        )
     if kernel_size < 3 or kernel_size % 2 == 0:
         raise ValueError(f"MODEL.DINAT.KERNEL_SIZE must be an odd number >= 3, got {kernel_size}.")
     if not out_indices or any(not 0 <= i < len(depths) for i in out_indices):
         raise ValueError(f"output levels {list(out_indices)} must be a non-empty subset of 0..{len(depths) - 1}.")
+
+
+DEFAULT_DEPTHS = (3, 4, 6, 5)  # DiNAT-Mini
 
 
 class DiNAT(nn.Module):
@@ -216,7 +221,7 @@ class DiNAT(nn.Module):
     def __init__(
         self,
         embed_dim: int = 64,
-        depths: Sequence[int] = (3, 4, 6, 5),
+        depths: Sequence[int] = DEFAULT_DEPTHS,
         num_heads: Sequence[int] = (2, 4, 8, 16),
         kernel_size: int = 7,
         dilations: Optional[Sequence[Sequence[int]]] = None,
@@ -248,7 +253,7 @@ class DiNAT(nn.Module):
         self.patch_embed = ConvTokenizer(in_chans, embed_dim)
         self.pos_drop = nn.Dropout(drop_rate)
         # Stochastic depth grows linearly over all blocks of all levels.
-        dpr = torch.linspace(0, drop_path_rate, sum(depths)).tolist()
+        dpr = torch.linspace(0, drop_path_rate, sum(depths), device="cpu").tolist()
         self.levels = nn.ModuleList()
         for i in range(num_levels):
             first = sum(depths[:i])
@@ -326,7 +331,7 @@ class D2DiNAT(DiNAT, Backbone):
 
     @configurable
     def __init__(self, *, out_features: Sequence[str], **dinat_kwargs):
-        num_levels = len(dinat_kwargs.get("depths", (3, 4, 6, 5)))
+        num_levels = len(dinat_kwargs.get("depths", DEFAULT_DEPTHS))
         names = [f"res{i + 2}" for i in range(num_levels)]
         unknown = [f for f in out_features if f not in names]
         if not out_features or unknown:
