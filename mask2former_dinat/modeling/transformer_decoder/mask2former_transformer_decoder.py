@@ -85,7 +85,7 @@ class MultiScaleMaskedTransformerDecoder(nn.Module):
         self.mask_dim = mask_dim
 
     @classmethod
-    def from_config(cls, cfg, in_channels, mask_classification):
+    def from_config(cls, cfg, in_channels, mask_classification=True):
         mf = cfg.MODEL.MASK_FORMER
         if mf.DEC_LAYERS < 1:
             raise ValueError(f"MODEL.MASK_FORMER.DEC_LAYERS must be >= 1 (it counts the initial prediction), "
