@@ -1,0 +1,15 @@
+#!/usr/bin/env python3
+"""Write ADE20K panoptic annotations (COCO panoptic format).
+
+Reads ADEChallengeData2016/images/<split>/*.jpg, annotations/<split>/*.png (semantic) and
+annotations_instance/<split>/*.png (the scene-parsing instance annotations: R = instance class
+1..100, G = instance index) and writes ADEChallengeData2016/ade20k_panoptic_{train,val}/*.png
+and ade20k_panoptic_{train,val}.json: stuff segments from the semantic labels, one thing segment
+per instance; category ids are the 0-based ADE20K-150 ids. Prints the images per split.
+"""
+from _ade20k_cli import run
+
+from mask2former_dinat.data.datasets.convert_ade20k_panoptic import convert_ade20k_panoptic
+
+if __name__ == "__main__":
+    run(__doc__, convert_ade20k_panoptic, ["images/{dirname}", "annotations/{dirname}", "annotations_instance/{dirname}"])

@@ -1,0 +1,105 @@
+"""COCO 2017 panoptic segmentation.
+
+- ``coco_2017_{train,val}_panoptic``: detectron2's "standard" panoptic datasets (loader and
+  metadata), with ``thing_classes``/``thing_colors`` over the 80 thing classes as Mask2Former
+  sets them.
+- ``coco_2017_{train,val}_panoptic_with_sem_seg``: the same images with ``sem_seg_file_name``
+  (the semantic PNGs that datasets/prepare_coco_semantic_annos_from_panoptic.py writes) and
+  Mask2Former's metadata: ``stuff_classes`` over all 133 categories and a stuff map that covers
+  every category (things too), so the semantic evaluator sees contiguous ids 0..132.
+"""
+import functools
+import os
+
+from detectron2.data.datasets.builtin_meta import COCO_CATEGORIES, _get_builtin_metadata
+from detectron2.data.datasets.coco_panoptic import load_coco_panoptic_json
+
+from .panoptic_loader import load_panoptic_json
+from .registration import checked_loader, register_dataset, require_paths
+
+__all__ = ["COCO_PANOPTIC_SPLITS", "coco_panoptic_semseg_metadata", "register_all_coco_panoptic"]
+
+# name -> (image folder, instances json, panoptic PNG folder, panoptic json, semantic PNG folder)
+COCO_PANOPTIC_SPLITS = {
+    "coco_2017_train_panoptic": (
+        "coco/train2017",
+        "coco/annotations/instances_train2017.json",
+        "coco/panoptic_train2017",
+        "coco/annotations/panoptic_train2017.json",
+        "coco/panoptic_semseg_train2017",
+    ),
+    "coco_2017_val_panoptic": (
+        "coco/val2017",
+        "coco/annotations/instances_val2017.json",
+        "coco/panoptic_val2017",
+        "coco/annotations/panoptic_val2017.json",
+        "coco/panoptic_semseg_val2017",
+    ),
+}
+_SEMSEG_HINT = "Make the semantic PNGs with `python datasets/prepare_coco_semantic_annos_from_panoptic.py`"
+
+
+def coco_panoptic_semseg_metadata():
+    """Class names, colors and id maps shared by the COCO panoptic datasets (133 categories:
+    80 things, then 53 stuff; contiguous id = index in COCO_CATEGORIES)."""
+    things = [c for c in COCO_CATEGORIES if c["isthing"]]
+    return {
+        "thing_classes": [c["name"] for c in things],
+        "thing_colors": [c["color"] for c in things],
+        "stuff_classes": [c["name"] for c in COCO_CATEGORIES],
+        "stuff_colors": [c["color"] for c in COCO_CATEGORIES],
+        "thing_dataset_id_to_contiguous_id": {
+            c["id"]: i for i, c in enumerate(COCO_CATEGORIES) if c["isthing"]
+        },
+        "stuff_dataset_id_to_contiguous_id": {c["id"]: i for i, c in enumerate(COCO_CATEGORIES)},
+    }
+
+
+def _load_with_sem_seg(what, root, json_file, image_dir, panoptic_dir, semseg_dir, meta):
+    records = load_panoptic_json(json_file, image_dir, panoptic_dir, meta, semseg_dir=semseg_dir)
+    first = records[0]
+    require_paths(
+        what, root, "coco",
+        [first["file_name"], first["pan_seg_file_name"], (first["sem_seg_file_name"], _SEMSEG_HINT)],
+    )
+    return records
+
+
+def register_all_coco_panoptic(root):
+    semseg_meta = coco_panoptic_semseg_metadata()
+    for name, (image_dir, instances_json, panoptic_dir, panoptic_json, semseg_dir) in COCO_PANOPTIC_SPLITS.items():
+        image_dir, instances_json, panoptic_dir, panoptic_json, semseg_dir = (
+            os.path.join(root, p) for p in (image_dir, instances_json, panoptic_dir, panoptic_json, semseg_dir)
+        )
+        files = dict(
+            panoptic_root=panoptic_dir,
+            image_root=image_dir,
+            panoptic_json=panoptic_json,
+            json_file=instances_json,
+            evaluator_type="coco_panoptic_seg",
+            ignore_label=255,
+            label_divisor=1000,
+        )
+        required = [image_dir, panoptic_dir, panoptic_json]
+
+        standard_meta = _get_builtin_metadata("coco_panoptic_standard")
+        standard_meta.update(thing_classes=semseg_meta["thing_classes"], thing_colors=semseg_meta["thing_colors"])
+        load = functools.partial(load_coco_panoptic_json, panoptic_json, image_dir, panoptic_dir, standard_meta)
+        register_dataset(
+            name,
+            checked_loader("COCO panoptic", root, "coco", required, load),
+            **files,
+            **standard_meta,
+        )
+
+        what = "COCO panoptic with semantic"
+        load = functools.partial(
+            _load_with_sem_seg, what, root, panoptic_json, image_dir, panoptic_dir, semseg_dir, semseg_meta
+        )
+        register_dataset(
+            name + "_with_sem_seg",
+            checked_loader(what, root, "coco", required + [(semseg_dir, _SEMSEG_HINT)], load),
+            sem_seg_root=semseg_dir,
+            **files,
+            **semseg_meta,
+        )
