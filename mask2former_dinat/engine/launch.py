@@ -1,0 +1,102 @@
+"""Start one training/evaluation process per device, on GPUs or on CPU.
+
+detectron2 0.6's `launch` asserts CUDA and always joins processes with NCCL. Without
+CUDA this launcher starts the processes itself and joins them with gloo, then sets up
+detectron2's per-machine ("local") process group the way detectron2's launch does, so
+`detectron2.utils.comm` (ranks, gathers, barriers) works the same on CPU.
+"""
+import logging
+import socket
+from datetime import timedelta
+
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from detectron2.engine import launch as _detectron2_launch
+from detectron2.utils import comm
+
+__all__ = ["DEFAULT_TIMEOUT", "launch"]
+
+DEFAULT_TIMEOUT = timedelta(minutes=30)
+
+
+def _free_local_port():
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def launch(
+    main_func,
+    num_processes_per_machine,
+    num_machines=1,
+    machine_rank=0,
+    dist_url=None,
+    args=(),
+    timeout=DEFAULT_TIMEOUT,
+):
+    """Call `main_func(*args)` in `num_processes_per_machine` processes on each machine.
+
+    With CUDA this is detectron2's launch (one process per GPU, NCCL). Without CUDA the
+    processes run on CPU and communicate with gloo. `dist_url` is the rendezvous address
+    ("tcp://host:port"); "auto" picks a free local port (single machine only). One process
+    in total runs `main_func` in this process, without a process group.
+    """
+    if num_processes_per_machine < 1 or num_machines < 1:
+        raise ValueError(
+            f"Need at least one process per machine and one machine, got "
+            f"{num_processes_per_machine} processes per machine and {num_machines} machines."
+        )
+    if not 0 <= machine_rank < num_machines:
+        raise ValueError(f"machine_rank must be in [0, {num_machines}), got {machine_rank}.")
+    if torch.cuda.is_available():
+        return _detectron2_launch(
+            main_func,
+            num_processes_per_machine,
+            num_machines=num_machines,
+            machine_rank=machine_rank,
+            dist_url=dist_url,
+            args=args,
+            timeout=timeout,
+        )
+
+    world_size = num_machines * num_processes_per_machine
+    if world_size == 1:
+        main_func(*args)
+        return
+    if dist_url == "auto":
+        if num_machines != 1:
+            raise ValueError("dist_url='auto' only works on one machine; pass tcp://<host of rank 0>:<port>.")
+        dist_url = f"tcp://127.0.0.1:{_free_local_port()}"
+    if not dist_url:
+        raise ValueError("A multi-process run needs dist_url, e.g. 'tcp://127.0.0.1:50152' or 'auto'.")
+    mp.start_processes(
+        _cpu_worker,
+        nprocs=num_processes_per_machine,
+        args=(main_func, world_size, num_processes_per_machine, machine_rank, dist_url, args, timeout),
+        daemon=False,
+        start_method="spawn",
+    )
+
+
+def _cpu_worker(local_rank, main_func, world_size, num_per_machine, machine_rank, dist_url, args, timeout):
+    global_rank = machine_rank * num_per_machine + local_rank
+    try:
+        dist.init_process_group(
+            backend="gloo", init_method=dist_url, world_size=world_size, rank=global_rank, timeout=timeout
+        )
+    except Exception:
+        logging.getLogger(__name__).error("Could not join the process group at %s", dist_url)
+        raise
+    try:
+        # Every process must create every group, in the same order.
+        if comm._LOCAL_PROCESS_GROUP is not None:
+            raise RuntimeError("detectron2's local process group is already set in a fresh worker.")
+        for i in range(world_size // num_per_machine):
+            group = dist.new_group(list(range(i * num_per_machine, (i + 1) * num_per_machine)))
+            if i == machine_rank:
+                comm._LOCAL_PROCESS_GROUP = group
+        comm.synchronize()
+        main_func(*args)
+    finally:
+        dist.destroy_process_group()
