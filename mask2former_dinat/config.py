@@ -74,7 +74,7 @@ def _add_mask_former_config(cfg):
     mf.TRANSFORMER_IN_FEATURE = "res5"
     mf.ENFORCE_INPUT_PROJ = False
     mf.TRANSFORMER_DECODER_NAME = "MultiScaleMaskedTransformerDecoder"
-    # Pad images to a multiple of this (-1 or 0: the backbone's size_divisibility).
+    # Pad images to a multiple of this (< 0: the backbone's size_divisibility).
     mf.SIZE_DIVISIBILITY = 32
     # Point-sampled mask losses.
     mf.TRAIN_NUM_POINTS = 112 * 112

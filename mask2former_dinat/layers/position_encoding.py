@@ -7,7 +7,7 @@ from torch import nn
 
 
 class PositionEmbeddingSine(nn.Module):
-    """Fixed sin/cos encoding of (y, x), as in DETR with Mask2Former's half-pixel offset.
+    """Fixed sin/cos encoding of (y, x), as in DETR (no half-pixel offset: that is Deformable DETR's).
 
     forward(x [B, C, H, W], mask [B, H, W] bool or None: True marks padding)
     -> [B, 2 * num_pos_feats, H, W]; the first half encodes y, the second x.
@@ -30,8 +30,8 @@ class PositionEmbeddingSine(nn.Module):
         x_embed = not_mask.cumsum(2, dtype=torch.float32)
         if self.normalize:
             eps = 1e-6
-            y_embed = (y_embed - 0.5) / (y_embed[:, -1:, :] + eps) * self.scale
-            x_embed = (x_embed - 0.5) / (x_embed[:, :, -1:] + eps) * self.scale
+            y_embed = y_embed / (y_embed[:, -1:, :] + eps) * self.scale
+            x_embed = x_embed / (x_embed[:, :, -1:] + eps) * self.scale
 
         dim_t = torch.arange(self.num_pos_feats, dtype=torch.float32, device=x.device)
         dim_t = self.temperature ** (2 * torch.div(dim_t, 2, rounding_mode="floor") / self.num_pos_feats)
