@@ -22,7 +22,7 @@ test: $(STAMP)
 
 ## demo: the main job on its embedded default (synthetic data, CPU)
 demo: $(STAMP)
-	@if [ -f tools/run_demo_job.py ]; then $(PY) tools/run_demo_job.py; \
+	@if [ -f tools/main_job.py ]; then $(PY) tools/main_job.py; \
 	else echo "make demo: the main job (train + evaluate + visualize on a synthetic dataset) is not built yet (issue 6)."; exit 2; fi
 
 ## env: what a bug report needs

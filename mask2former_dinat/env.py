@@ -74,6 +74,14 @@ def na_backend_info():
         return f"unavailable: {type(e).__name__}: {e}"
 
 
+def msda_backend_info():
+    try:
+        from mask2former_dinat.layers import ms_deform_attn
+        return ms_deform_attn.describe_backend()
+    except Exception as e:  # noqa: BLE001
+        return f"unavailable: {type(e).__name__}: {e}"
+
+
 def collect():
     """The report as (key, value) rows."""
     import torch
@@ -94,6 +102,7 @@ def collect():
         ("natten", natten_version),
         ("natten serves DiNAT's biased attention", natten_bias),
         ("neighborhood attention backend", na_backend_info()),
+        ("deformable attention backend", msda_backend_info()),
         ("numpy", _version("numpy")),
         ("Pillow", _version("Pillow")),
         ("opencv", _version("opencv-python-headless", "cv2") if _version("opencv-python") == "not installed"

@@ -10,6 +10,8 @@ semantic conversion produce:
   images/<id>.jpg, panoptic/<id>.png (RGB-encoded segment ids: id = R + 256 G + 256^2 B),
   panoptic.json (images, annotations with segments_info, categories),
   sem_seg/<id>.png (contiguous class ids, 255 = void), instances.json (COCO instances, RLE).
+Registered as `synthetic_panoptic_{train,val}` under $DETECTRON2_DATASETS/synthetic
+(data/datasets/register_synthetic.py).
 """
 import json
 import math
@@ -192,29 +194,3 @@ def metadata():
         "label_divisor": 1000,
     }
 
-
-def register(root, prefix="synthetic_panoptic"):
-    """Registers `<prefix>_train` and `<prefix>_val` (with sem_seg) for the data under root,
-    like `coco_2017_*_panoptic_with_sem_seg`. Returns the two names."""
-    from .datasets.panoptic_loader import load_panoptic_json
-    from .datasets.registration import register_dataset
-
-    root = Path(root)
-    names = []
-    for split in ("train", "val"):
-        d = root / split
-        meta = metadata()
-        name = f"{prefix}_{split}"
-
-        def load(d=d, meta=meta):
-            if not (d / "panoptic.json").exists():
-                raise FileNotFoundError(f"synthetic dataset: {d / 'panoptic.json'} does not exist; "
-                                        "create it with mask2former_dinat.data.synthetic.generate(root)")
-            return load_panoptic_json(str(d / "panoptic.json"), str(d / "images"), str(d / "panoptic"), meta,
-                                      semseg_dir=str(d / "sem_seg"))
-
-        register_dataset(name, load, image_root=str(d / "images"), panoptic_root=str(d / "panoptic"),
-                         panoptic_json=str(d / "panoptic.json"), json_file=str(d / "instances.json"),
-                         sem_seg_root=str(d / "sem_seg"), **meta)
-        names.append(name)
-    return names

@@ -8,6 +8,7 @@ from panopticapi.utils import rgb2id
 from pycocotools import mask as mask_util
 
 from mask2former_dinat.data import synthetic
+from mask2former_dinat.data.datasets.register_synthetic import register_synthetic
 
 
 def test_generated_split_is_consistent_across_panoptic_semantic_and_instance_files(tmp_path):
@@ -48,7 +49,7 @@ def test_generate_is_deterministic_and_skips_identical_existing_data(tmp_path):
 
 def test_register_exposes_records_and_coco_panoptic_style_metadata(tmp_path):
     synthetic.generate(tmp_path, num_train=2, num_val=2, height=48, width=64)
-    train, val = synthetic.register(tmp_path, prefix="synthetic_test")
+    train, val = register_synthetic(tmp_path, prefix="synthetic_test")
     records = DatasetCatalog.get(val)
     assert len(records) == 2 and records[0]["sem_seg_file_name"].endswith(".png")
     meta = MetadataCatalog.get(train)
@@ -57,8 +58,14 @@ def test_register_exposes_records_and_coco_panoptic_style_metadata(tmp_path):
     assert sorted(meta.thing_dataset_id_to_contiguous_id.values()) == [0, 1, 2]
 
 
+def test_synthetic_datasets_are_registered_at_import_under_the_datasets_root():
+    meta = MetadataCatalog.get("synthetic_panoptic_val")
+    assert meta.stuff_classes == [c["name"] for c in synthetic.CATEGORIES]
+    assert meta.panoptic_json.endswith("synthetic/val/panoptic.json")
+
+
 def test_register_before_generation_fails_with_instructions(tmp_path):
-    _, val = synthetic.register(tmp_path / "missing", prefix="synthetic_missing")
+    _, val = register_synthetic(tmp_path / "missing", prefix="synthetic_missing")
     try:
         DatasetCatalog.get(val)
     except FileNotFoundError as e:

@@ -12,6 +12,7 @@ from .register_ade20k_semantic import register_all_ade20k_semantic
 from .register_cityscapes import register_all_cityscapes
 from .register_coco_instance import register_all_coco_instance
 from .register_coco_panoptic_annos_semseg import register_all_coco_panoptic
+from .register_synthetic import register_all_synthetic
 
 __all__ = ["register_all_datasets", "datasets_root"]
 
@@ -26,6 +27,7 @@ def register_all_datasets(root=None):
     register_all_ade20k_panoptic(root)
     register_all_ade20k_instance(root)
     register_all_cityscapes(root)
+    register_all_synthetic(root)
 
 
 register_all_datasets()

@@ -1,0 +1,42 @@
+"""The embedded synthetic panoptic dataset (mask2former_dinat/data/synthetic.py):
+``synthetic_panoptic_{train,val}``, laid out and registered like
+``coco_2017_*_panoptic_with_sem_seg``, under <root>/synthetic."""
+import os
+
+from .. import synthetic
+from .panoptic_loader import load_panoptic_json
+from .registration import register_dataset
+
+__all__ = ["register_synthetic", "register_all_synthetic"]
+
+
+def register_synthetic(data_dir, prefix="synthetic_panoptic"):
+    """Registers `<prefix>_train` and `<prefix>_val` for the splits under data_dir; returns the names."""
+    meta = synthetic.metadata()
+    names = []
+    for split in ("train", "val"):
+        d = os.path.join(data_dir, split)
+        files = {
+            "image_root": os.path.join(d, "images"),
+            "panoptic_root": os.path.join(d, "panoptic"),
+            "panoptic_json": os.path.join(d, "panoptic.json"),
+            "json_file": os.path.join(d, "instances.json"),
+            "sem_seg_root": os.path.join(d, "sem_seg"),
+        }
+
+        def load(files=files):
+            if not os.path.exists(files["panoptic_json"]):
+                raise FileNotFoundError(
+                    f"synthetic dataset: {files['panoptic_json']} does not exist; create it with "
+                    f"mask2former_dinat.data.synthetic.generate({data_dir!r}) (`make demo` does)")
+            return load_panoptic_json(files["panoptic_json"], files["image_root"], files["panoptic_root"], meta,
+                                      semseg_dir=files["sem_seg_root"])
+
+        name = f"{prefix}_{split}"
+        register_dataset(name, load, **files, **meta)
+        names.append(name)
+    return names
+
+
+def register_all_synthetic(root):
+    register_synthetic(os.path.join(root, "synthetic"))
