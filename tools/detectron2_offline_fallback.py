@@ -21,7 +21,6 @@ detectron2's repository we:
 Run with the target environment's Python: `python tools/detectron2_offline_fallback.py`.
 """
 import argparse
-import os
 import subprocess
 import sys
 import tarfile

@@ -16,7 +16,6 @@ synthetic panoptic dataset, on CPU, with no dataset, GPU or download.
 import argparse
 import json
 import logging
-import os
 import subprocess
 import sys
 import time

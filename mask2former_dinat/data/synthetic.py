@@ -178,19 +178,3 @@ def write_video(path, num_frames=24, height=128, width=160, fps=8, seed=0):
         writer.release()
     return path
 
-
-def metadata():
-    """Metadata in the COCO-panoptic-with-sem-seg layout (contiguous id = index in CATEGORIES)."""
-    things = [c for c in CATEGORIES if c["isthing"]]
-    return {
-        "thing_classes": [c["name"] for c in things],
-        "thing_colors": [c["color"] for c in things],
-        "stuff_classes": [c["name"] for c in CATEGORIES],
-        "stuff_colors": [c["color"] for c in CATEGORIES],
-        "thing_dataset_id_to_contiguous_id": {c["id"]: i for i, c in enumerate(CATEGORIES) if c["isthing"]},
-        "stuff_dataset_id_to_contiguous_id": {c["id"]: i for i, c in enumerate(CATEGORIES)},
-        "evaluator_type": "coco_panoptic_seg",
-        "ignore_label": 255,
-        "label_divisor": 1000,
-    }
-

@@ -123,7 +123,7 @@ def instance_inference(
     scores (class probability * mean mask probability inside the mask), pred_classes.
     """
     _check_shapes(mask_cls, mask_pred)
-    num_queries, num_classes = mask_cls.shape[0], mask_cls.shape[-1] - 1
+    num_classes = mask_cls.shape[-1] - 1
     scores = F.softmax(mask_cls, dim=-1)[:, :-1].flatten()
     k = min(topk, scores.numel())
     # Unsorted like the original, so that results come in the same order.

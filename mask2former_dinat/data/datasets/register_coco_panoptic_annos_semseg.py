@@ -17,7 +17,7 @@ from detectron2.data.datasets.coco_panoptic import load_coco_panoptic_json
 from .panoptic_loader import load_panoptic_json
 from .registration import checked_loader, register_dataset, require_paths
 
-__all__ = ["COCO_PANOPTIC_SPLITS", "coco_panoptic_semseg_metadata", "register_all_coco_panoptic"]
+__all__ = ["COCO_PANOPTIC_SPLITS", "coco_panoptic_semseg_metadata", "panoptic_semseg_metadata", "register_all_coco_panoptic"]
 
 # name -> (image folder, instances json, panoptic PNG folder, panoptic json, semantic PNG folder)
 COCO_PANOPTIC_SPLITS = {
@@ -39,20 +39,25 @@ COCO_PANOPTIC_SPLITS = {
 _SEMSEG_HINT = "Make the semantic PNGs with `python datasets/prepare_coco_semantic_annos_from_panoptic.py`"
 
 
-def coco_panoptic_semseg_metadata():
-    """Class names, colors and id maps shared by the COCO panoptic datasets (133 categories:
-    80 things, then 53 stuff; contiguous id = index in COCO_CATEGORIES)."""
-    things = [c for c in COCO_CATEGORIES if c["isthing"]]
+def panoptic_semseg_metadata(categories):
+    """Class names, colors and id maps of a COCO-format panoptic dataset with semantic labels,
+    for `categories` (COCO category dicts with id, name, isthing, color): things listed alone in
+    thing_classes; stuff_classes and the stuff map cover every category (things too), so the
+    semantic evaluator sees contiguous ids 0..len(categories)-1 = the index in `categories`."""
+    things = [c for c in categories if c["isthing"]]
     return {
         "thing_classes": [c["name"] for c in things],
         "thing_colors": [c["color"] for c in things],
-        "stuff_classes": [c["name"] for c in COCO_CATEGORIES],
-        "stuff_colors": [c["color"] for c in COCO_CATEGORIES],
-        "thing_dataset_id_to_contiguous_id": {
-            c["id"]: i for i, c in enumerate(COCO_CATEGORIES) if c["isthing"]
-        },
-        "stuff_dataset_id_to_contiguous_id": {c["id"]: i for i, c in enumerate(COCO_CATEGORIES)},
+        "stuff_classes": [c["name"] for c in categories],
+        "stuff_colors": [c["color"] for c in categories],
+        "thing_dataset_id_to_contiguous_id": {c["id"]: i for i, c in enumerate(categories) if c["isthing"]},
+        "stuff_dataset_id_to_contiguous_id": {c["id"]: i for i, c in enumerate(categories)},
     }
+
+
+def coco_panoptic_semseg_metadata():
+    """The COCO panoptic metadata (133 categories: 80 things, then 53 stuff)."""
+    return panoptic_semseg_metadata(COCO_CATEGORIES)
 
 
 def _load_with_sem_seg(what, root, json_file, image_dir, panoptic_dir, semseg_dir, meta):

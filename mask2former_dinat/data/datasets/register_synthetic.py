@@ -5,14 +5,21 @@ import os
 
 from .. import synthetic
 from .panoptic_loader import load_panoptic_json
+from .register_coco_panoptic_annos_semseg import panoptic_semseg_metadata
 from .registration import register_dataset
 
-__all__ = ["register_synthetic", "register_all_synthetic"]
+__all__ = ["register_synthetic", "register_all_synthetic", "synthetic_metadata"]
+
+
+def synthetic_metadata():
+    """Like COCO panoptic with sem_seg: contiguous id = index in synthetic.CATEGORIES."""
+    return {**panoptic_semseg_metadata(synthetic.CATEGORIES), "evaluator_type": "coco_panoptic_seg",
+            "ignore_label": 255, "label_divisor": 1000}
 
 
 def register_synthetic(data_dir, prefix="synthetic_panoptic"):
     """Registers `<prefix>_train` and `<prefix>_val` for the splits under data_dir; returns the names."""
-    meta = synthetic.metadata()
+    meta = synthetic_metadata()
     names = []
     for split in ("train", "val"):
         d = os.path.join(data_dir, split)
