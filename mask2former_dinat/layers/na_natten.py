@@ -1,18 +1,23 @@
 """Neighborhood attention through natten >= 0.20 (fused kernels; no relative positional bias)."""
+import functools
+
 import torch
 
-try:
-    import natten
-except Exception as exc:  # natten is optional
-    natten = None
-    _IMPORT_ERROR = f"{type(exc).__name__}: {exc}"
-else:
-    _IMPORT_ERROR = None
+
+@functools.lru_cache(maxsize=1)
+def _load():
+    """(natten module or None, import error); imported on first use, it is optional and slow to import."""
+    try:
+        import natten
+    except Exception as exc:  # noqa: BLE001  (optional package: any import failure means "unavailable")
+        return None, f"{type(exc).__name__}: {exc}"
+    return natten, None
 
 
 def availability():
+    natten, import_error = _load()
     if natten is None:
-        return False, f"natten not importable ({_IMPORT_ERROR})"
+        return False, f"natten not importable ({import_error})"
     kernels = "with compiled kernels (libnatten)" if getattr(natten, "HAS_LIBNATTEN", False) else (
         "without compiled kernels: unfused flex fallback only")
     return True, f"natten {natten.__version__} {kernels}; serves calls without rpb only"
@@ -20,8 +25,9 @@ def availability():
 
 def has_fused_kernels(device: torch.device):
     """(True, why) when natten has compiled kernels usable for tensors on this device."""
+    natten, import_error = _load()
     if natten is None:
-        return False, f"natten not importable ({_IMPORT_ERROR})"
+        return False, f"natten not importable ({import_error})"
     if device.type != "cuda":
         return False, "natten's fused kernels are CUDA-only"
     if not getattr(natten, "HAS_LIBNATTEN", False):
@@ -29,13 +35,21 @@ def has_fused_kernels(device: torch.device):
     return True, "natten CUDA kernels"
 
 
-def unsupported(query, rpb, dropout):
+def unsupported(query, rpb, dropout, needs_backward=False):
+    natten, import_error = _load()
     if natten is None:
-        return f"natten is not importable ({_IMPORT_ERROR})"
+        return f"natten is not importable ({import_error})"
     if rpb is not None:
         return "natten >= 0.20 has no relative positional bias (rpb) support"
     if dropout:
         return "natten has no attention dropout"
+    if query.dtype not in (torch.float32, torch.float16, torch.bfloat16):
+        return f"natten supports float32/float16/bfloat16, not {query.dtype}"
+    dim = query.shape[-1]
+    if not (8 <= dim <= 256 and dim & (dim - 1) == 0):
+        return f"natten needs a power-of-two head_dim in 8..256, got {dim}"
+    if not has_fused_kernels(query.device)[0] and needs_backward:
+        return f"natten without compiled kernels has no backward on {query.device.type}"
     return None
 
 
@@ -45,7 +59,8 @@ def na2d(query, key, value, kernel_size, dilation=1, rpb=None, scale=None):
         raise ValueError("natten >= 0.20 has no relative positional bias; use the torch or flex backend")
     if scale is None:
         scale = query.shape[-1] ** -0.5
+    natten = _load()[0]
     # natten is heads-last: [batch, height, width, heads, head_dim]
-    q, k, v = (t.permute(0, 2, 3, 1, 4) for t in (query, key, value))
+    q, k, v = (t.permute(0, 2, 3, 1, 4).contiguous() for t in (query, key, value))
     out = natten.na2d(q, k, v, kernel_size=kernel_size, dilation=dilation, stride=1, is_causal=False, scale=scale)
     return out.permute(0, 3, 1, 2, 4)

@@ -5,12 +5,16 @@ softmax(scale * q.k + rpb) over its kernel_size x kernel_size (dilated) neighbou
 applied to the values, with the window and bias indexing of natten <= 0.17 (what the
 published DiNAT checkpoints were trained with).
 
-Backends (one file each, same call signature):
+Backends (one file each, same call signature na2d(q, k, v, kernel_size, dilation, rpb, scale);
+torch's also takes attn_drop):
   torch   na_torch.py   pure PyTorch, blocked; exact everywhere, supports attention dropout.
   flex    na_flex.py    torch.nn.attention.flex_attention with a neighbourhood block mask and
                         the bias as a score_mod; fused (compiled) on CUDA.
   natten  na_natten.py  natten >= 0.20's fused kernels; those have no relative positional bias,
                         so it only serves calls without rpb.
+
+Attention dropout (attn_drop > 0 while training) is applied by the torch backend only: auto
+then picks torch, and forcing flex or natten raises ValueError.
 
 Which backend runs is decided by `select_backend` in this file and nowhere else. The
 requested backend comes from, first to last: the `na_backend(...)` context manager, the
@@ -20,7 +24,6 @@ variable M2F_NA_BACKEND; "auto" (or nothing) at every level means "let select_ba
 import contextlib
 import os
 import threading
-from typing import Optional, Tuple
 
 import torch
 from torch import nn
@@ -44,7 +47,7 @@ _CHOICES = ("auto",) + tuple(BACKENDS)
 _state = threading.local()
 
 
-def _check_choice(name: Optional[str], where: str) -> Optional[str]:
+def _check_choice(name: str | None, where: str) -> str | None:
     if name is None:
         return None
     name = str(name).lower()
@@ -65,7 +68,7 @@ def na_backend(name: str):
         _state.forced = previous
 
 
-def requested_backend(backend: Optional[str] = None) -> Tuple[str, str]:
+def requested_backend(backend: str | None = None) -> tuple[str, str]:
     """(requested name, where the request came from); name "auto" when nobody asked."""
     forced = getattr(_state, "forced", None)
     if forced not in (None, "auto"):
@@ -79,34 +82,38 @@ def requested_backend(backend: Optional[str] = None) -> Tuple[str, str]:
     return "auto", "default"
 
 
-def _auto(device: torch.device, has_rpb: bool, dropout: bool) -> Tuple[str, str]:
+def _auto(query: torch.Tensor, rpb, dropout: bool, needs_backward: bool) -> tuple[str, str]:
+    device = query.device
     if dropout:
         return "torch", "attention dropout is active and only the torch backend applies it"
     if device.type != "cuda":
         return "torch", (
-            f"on {device.type} the blocked torch kernel is the fastest exact path "
-            "(natten and flex fall back to unfused full-score code there)"
+            f"on {device.type} the blocked torch kernel is the fastest exact path; "
+            "natten and flex only have unfused full-score code there"
         )
-    if not has_rpb and na_natten.has_fused_kernels(device)[0]:
+    fused, why_not = na_natten.has_fused_kernels(device)
+    if rpb is None and fused and na_natten.unsupported(query, rpb, dropout, needs_backward) is None:
         return "natten", "CUDA tensors without relative positional bias: natten's fused kernels serve them exactly"
-    ok, why = na_flex.availability()
-    if ok:
-        return "flex", "CUDA tensors" + (
-            " with relative positional bias (natten >= 0.20 has none)" if has_rpb else " and natten's kernels are unavailable"
-        ) + ": compiled flex_attention with a neighbourhood block mask"
-    return "torch", f"CUDA tensors but flex_attention is unavailable ({why})"
+    problem = na_flex.unsupported(query, rpb, dropout, needs_backward)
+    if problem is None:
+        why = "with relative positional bias, which natten >= 0.20 lacks" if rpb is not None else (
+            f"natten cannot serve it ({why_not if not fused else na_natten.unsupported(query, rpb, dropout, needs_backward)})")
+        return "flex", f"CUDA tensors {why}: compiled flex_attention with a neighbourhood block mask"
+    return "torch", f"CUDA tensors but flex_attention cannot serve them ({problem})"
 
 
-def select_backend(query: torch.Tensor, rpb: Optional[torch.Tensor] = None, backend: Optional[str] = None,
-                   dropout: bool = False) -> Tuple[str, str]:
+def select_backend(query: torch.Tensor, rpb: torch.Tensor | None = None, backend: str | None = None,
+                   dropout: bool = False, needs_backward: bool = False) -> tuple[str, str]:
     """Which backend serves a call with this query/rpb, and why.
 
+    `backend` is the caller's request ("auto"/None, "torch", "flex", "natten"); the context
+    manager and $M2F_NA_BACKEND are consulted as described in the module docstring.
     Raises ValueError if a forced backend cannot serve the call.
     """
     name, source = requested_backend(backend)
     if name == "auto":
-        return _auto(query.device, rpb is not None, dropout)
-    problem = BACKENDS[name].unsupported(query, rpb, dropout)
+        return _auto(query, rpb, dropout, needs_backward)
+    problem = BACKENDS[name].unsupported(query, rpb, dropout, needs_backward)
     if problem is not None:
         raise ValueError(
             f"neighborhood-attention backend {name!r} (forced by {source}) cannot serve this call: {problem}. "
@@ -123,11 +130,13 @@ def describe_backends() -> str:
         lines.append(f"  {name:7s} {'available' if ok else 'unavailable'}: {why}")
     name, source = requested_backend()
     lines.append(f"  requested: {name} ({source})")
-    lines.append("  auto on cpu:  {} ({})".format(*_auto(torch.device("cpu"), True, False)))
+    example = torch.empty(1, 1, 1, 1, 32)
+    rpb = torch.empty(1, 1, 1)
+    lines.append("  auto on cpu: {} ({})".format(*_auto(example, rpb, False, False)))
     if torch.cuda.is_available():
-        dev = torch.device("cuda")
-        lines.append("  auto on cuda with rpb:    {} ({})".format(*_auto(dev, True, False)))
-        lines.append("  auto on cuda without rpb: {} ({})".format(*_auto(dev, False, False)))
+        example = torch.empty(1, 1, 1, 1, 32, device="cuda", dtype=torch.float16)
+        lines.append("  auto on cuda with rpb: {} ({})".format(*_auto(example, rpb, False, False)))
+        lines.append("  auto on cuda without rpb: {} ({})".format(*_auto(example, None, False, False)))
     else:
         lines.append("  auto on cuda: no CUDA device visible")
     return "\n".join(lines)
@@ -163,7 +172,7 @@ def check_na_args(query, key, value, kernel_size, dilation, rpb):
 
 
 def na2d(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, kernel_size: int, dilation: int = 1,
-         rpb: Optional[torch.Tensor] = None, scale: Optional[float] = None, *, backend: Optional[str] = None,
+         rpb: torch.Tensor | None = None, scale: float | None = None, *, backend: str | None = None,
          attn_drop: float = 0.0, training: bool = False) -> torch.Tensor:
     """Dilated neighborhood attention.
 
@@ -176,7 +185,9 @@ def na2d(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, kernel_siz
     if scale is None:
         scale = query.shape[-1] ** -0.5
     dropout = attn_drop > 0 and training
-    name, _ = select_backend(query, rpb, backend, dropout)
+    needs_backward = torch.is_grad_enabled() and any(
+        t is not None and t.requires_grad for t in (query, key, value, rpb))
+    name, _ = select_backend(query, rpb, backend, dropout, needs_backward)
     if name == "torch":
         return na_torch.na2d(query, key, value, kernel_size, dilation, rpb, scale, attn_drop if dropout else 0.0)
     return BACKENDS[name].na2d(query, key, value, kernel_size, dilation, rpb, scale)
@@ -190,8 +201,8 @@ class NeighborhoodAttention2D(nn.Module):
     """
 
     def __init__(self, dim: int, num_heads: int, kernel_size: int, dilation: int = 1, qkv_bias: bool = True,
-                 qk_scale: Optional[float] = None, attn_drop: float = 0.0, proj_drop: float = 0.0,
-                 rel_pos_bias: bool = True, backend: Optional[str] = None):
+                 qk_scale: float | None = None, attn_drop: float = 0.0, proj_drop: float = 0.0,
+                 rel_pos_bias: bool = True, backend: str | None = None):
         super().__init__()
         if dim % num_heads != 0:
             raise ValueError(f"dim ({dim}) must be divisible by num_heads ({num_heads})")
