@@ -20,6 +20,8 @@ from typing import Dict, List, NamedTuple
 
 import torch
 
+from mask2former_dinat.checkpoint import atomic_write
+
 BACKBONE_PREFIXES = ("patch_embed.", "levels.")
 CLASSIFIER_PREFIXES = ("norm.", "head.")
 
@@ -97,7 +99,7 @@ def main(argv=None) -> Conversion:
         parser.error(f"output must end in .pkl (detectron2 reads name-matched weights only from .pkl), got {args.output}")
 
     result = convert(load_state_dict(args.input, weights_only=not args.unsafe_load))
-    with open(args.output, "wb") as f:
+    with atomic_write(args.output) as f:  # an interrupted run leaves no partial .pkl
         pickle.dump(
             {"model": result.model, "__author__": "DiNAT ImageNet checkpoint", "matching_heuristics": True}, f
         )

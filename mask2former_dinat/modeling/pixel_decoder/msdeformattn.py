@@ -14,7 +14,7 @@ from torch import nn
 
 from ...layers.ms_deform_attn import MSDeformAttn
 from ...layers.position_encoding import PositionEmbeddingSine
-from .fpn import check_features, lateral_conv, output_conv, sorted_by_stride
+from .fpn import BasePixelDecoder, check_features, lateral_conv, output_conv, sorted_by_stride
 from .registry import PIXEL_DECODER_REGISTRY
 
 __all__ = [
@@ -257,10 +257,7 @@ class MSDeformAttnPixelDecoder(nn.Module):
     def from_config(cls, cfg, input_shape: Dict[str, ShapeSpec]):
         head = cfg.MODEL.SEM_SEG_HEAD
         return {
-            "input_shape": {k: v for k, v in input_shape.items() if k in head.IN_FEATURES},
-            "conv_dim": head.CONVS_DIM,
-            "mask_dim": head.MASK_DIM,
-            "norm": head.NORM,
+            **BasePixelDecoder.from_config(cfg, input_shape),  # in features, conv/mask dims, norm
             # As in Mask2Former: the encoder's heads and dropout are the transformer decoder's
             # (MODEL.MASK_FORMER.*; SEM_SEG_HEAD.DEFORMABLE_TRANSFORMER_ENCODER_N_HEADS is not read),
             # and its FFN width is fixed at 1024.
