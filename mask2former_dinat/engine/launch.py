@@ -98,5 +98,7 @@ def _cpu_worker(local_rank, main_func, world_size, num_per_machine, machine_rank
                 comm._LOCAL_PROCESS_GROUP = group
         comm.synchronize()
         main_func(*args)
+        # Rank 0 may still be reducing results; tearing gloo down under it aborts the process.
+        comm.synchronize()
     finally:
         dist.destroy_process_group()
