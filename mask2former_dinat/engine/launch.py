@@ -5,8 +5,10 @@ CUDA this launcher starts the processes itself and joins them with gloo, then se
 detectron2's per-machine ("local") process group the way detectron2's launch does, so
 `detectron2.utils.comm` (ranks, gathers, barriers) works the same on CPU.
 """
+import contextlib
 import logging
-import socket
+import os
+import tempfile
 from datetime import timedelta
 
 import torch
@@ -18,12 +20,6 @@ from detectron2.utils import comm
 __all__ = ["DEFAULT_TIMEOUT", "launch"]
 
 DEFAULT_TIMEOUT = timedelta(minutes=30)
-
-
-def _free_local_port():
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def launch(
@@ -39,7 +35,7 @@ def launch(
 
     With CUDA this is detectron2's launch (one process per GPU, NCCL). Without CUDA the
     processes run on CPU and communicate with gloo. `dist_url` is the rendezvous address
-    ("tcp://host:port"); "auto" picks a free local port (single machine only). One process
+    ("tcp://host:port"); "auto" rendezvouses through a temporary file (single machine only). One process
     in total runs `main_func` in this process, without a process group.
     """
     if num_processes_per_machine < 1 or num_machines < 1:
@@ -64,19 +60,24 @@ def launch(
     if world_size == 1:
         main_func(*args)
         return
-    if dist_url == "auto":
-        if num_machines != 1:
-            raise ValueError("dist_url='auto' only works on one machine; pass tcp://<host of rank 0>:<port>.")
-        dist_url = f"tcp://127.0.0.1:{_free_local_port()}"
     if not dist_url:
         raise ValueError("A multi-process run needs dist_url, e.g. 'tcp://127.0.0.1:50152' or 'auto'.")
-    mp.start_processes(
-        _cpu_worker,
-        nprocs=num_processes_per_machine,
-        args=(main_func, world_size, num_processes_per_machine, machine_rank, dist_url, args, timeout),
-        daemon=False,
-        start_method="spawn",
-    )
+    with contextlib.ExitStack() as cleanup:
+        if dist_url == "auto":
+            if num_machines != 1:
+                raise ValueError("dist_url='auto' only works on one machine; pass tcp://<host of rank 0>:<port>.")
+            # One machine: rendezvous through a file. With a TCP store, rank 0 hosts the store's
+            # server thread, and tearing gloo down at exit now and then aborts a process
+            # ("terminate called without an active exception").
+            store_dir = cleanup.enter_context(tempfile.TemporaryDirectory(prefix="m2f_dinat_dist_"))
+            dist_url = f"file://{os.path.join(store_dir, 'store')}"
+        mp.start_processes(
+            _cpu_worker,
+            nprocs=num_processes_per_machine,
+            args=(main_func, world_size, num_processes_per_machine, machine_rank, dist_url, args, timeout),
+            daemon=False,
+            start_method="spawn",
+        )
 
 
 def _cpu_worker(local_rank, main_func, world_size, num_per_machine, machine_rank, dist_url, args, timeout):
