@@ -8,6 +8,7 @@ detectron2's per-machine ("local") process group the way detectron2's launch doe
 import contextlib
 import logging
 import os
+import sys
 import tempfile
 from datetime import timedelta
 
@@ -99,7 +100,14 @@ def _cpu_worker(local_rank, main_func, world_size, num_per_machine, machine_rank
                 comm._LOCAL_PROCESS_GROUP = group
         comm.synchronize()
         main_func(*args)
-        # Rank 0 may still be reducing results; tearing gloo down under it aborts the process.
         comm.synchronize()
-    finally:
+    except BaseException:
         dist.destroy_process_group()
+        raise
+    # Success: end the worker here. Tearing gloo down (explicitly or in the interpreter's exit)
+    # now and then aborts the process on current torch ("terminate called without an active
+    # exception"), which would turn a finished run into a failed one.
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
