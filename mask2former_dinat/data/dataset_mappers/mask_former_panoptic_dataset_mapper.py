@@ -2,7 +2,6 @@
 import copy
 
 import torch
-from detectron2.config import configurable
 from detectron2.data import detection_utils as utils
 from detectron2.data import transforms as T
 from panopticapi.utils import rgb2id
@@ -21,16 +20,6 @@ class MaskFormerPanopticDatasetMapper(MaskFormerSemanticDatasetMapper):
     Returns "image", "sem_seg" (if the dict has "sem_seg_file_name") and "instances": one target
     per non-crowd segment of "segments_info" (gt_classes = its category_id; a segment the crop
     removed keeps an empty mask, as in the published training)."""
-
-    @configurable
-    def __init__(self, is_train=True, *, augmentations, image_format, ignore_label, size_divisibility):
-        super().__init__(
-            is_train,
-            augmentations=augmentations,
-            image_format=image_format,
-            ignore_label=ignore_label,
-            size_divisibility=size_divisibility,
-        )
 
     def __call__(self, dataset_dict):
         self._check_train()
