@@ -8,6 +8,7 @@ from detectron2.modeling import SEM_SEG_HEADS_REGISTRY
 from torch import nn
 
 from ..pixel_decoder import build_pixel_decoder
+from ..pixel_decoder.fpn import sorted_by_stride
 from ..transformer_decoder import build_transformer_decoder
 
 __all__ = ["MaskFormerHead"]
@@ -53,8 +54,7 @@ class MaskFormerHead(nn.Module):
             transformer_in_feature: which features the predictor reads (see the class docstring).
         """
         super().__init__()
-        ordered = sorted(input_shape.items(), key=lambda kv: kv[1].stride)
-        self.in_features = [name for name, _ in ordered]
+        self.in_features = [name for name, _ in sorted_by_stride(input_shape)]
         self.ignore_value = ignore_value
         self.loss_weight = loss_weight
         self.num_classes = num_classes
