@@ -105,8 +105,7 @@ def collect():
         ("deformable attention backend", msda_backend_info()),
         ("numpy", _version("numpy")),
         ("Pillow", _version("Pillow")),
-        ("opencv", _version("opencv-python-headless", "cv2") if _version("opencv-python") == "not installed"
-         else _version("opencv-python")),
+        ("opencv", _version("cv2", "cv2")),
         ("pycocotools", _version("pycocotools")),
         ("panopticapi", _version("panopticapi-lite", "panopticapi")),
         ("cityscapesscripts", _version("cityscapesscripts")),
