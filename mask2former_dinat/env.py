@@ -28,6 +28,10 @@ def _version(dist, module=None):
     return "not installed"
 
 
+def _setup_record():
+    return json.loads(SETUP_RECORD.read_text()) if SETUP_RECORD.exists() else {}
+
+
 def detectron2_info():
     """(version and location, source (a)/(b)/(c), C++ ops status)."""
     try:
@@ -43,9 +47,7 @@ def detectron2_info():
     else:
         stub = getattr(_C, "MASK2FORMER_DINAT_STUB", False)
         ops = "absent (pure-Python stand-in; Mask2Former does not need them)" if stub else f"compiled ({_C.__file__})"
-    source = None
-    if SETUP_RECORD.exists():
-        source = json.loads(SETUP_RECORD.read_text()).get("detectron2_source")
+    source = _setup_record().get("detectron2_source")
     if source is None:
         source = ("(c) offline fallback: pb1-detectron2 0.6 without C++ ops" if stub
                   else "(a) installed outside `make setup`")
@@ -56,7 +58,8 @@ def natten_info():
     try:
         import natten
     except ImportError:
-        return "not installed (optional)", "no"
+        why = _setup_record().get("natten", "not installed (optional)")
+        return why, "no: natten is not installed (optional; the torch backend serves every call)"
     version = getattr(natten, "__version__", _version("natten"))
     major_minor = tuple(int(p) for p in version.split(".")[:2] if p.isdigit())
     has_bias = major_minor < (0, 20)

@@ -18,13 +18,19 @@ Steps, each skipped when already satisfied, so a second run takes seconds:
    DETECTRON2_SOURCE=fallback forces (c).
 4. this project in editable mode with its test tools, under the same constraints;
    panopticapi (PyPI: panopticapi-lite) with --no-deps (see setup.py);
-5. natten (optional accelerator; skipped with SKIP_NATTEN=1).
-Which detectron2 source was used is written to <venv>/mask2former_dinat_setup.json,
-which `python -m mask2former_dinat.env` reports.
+5. natten (optional accelerator), only where it can serve a call: a CUDA build of torch with
+   a visible GPU. NATTEN=1 installs it anyway, SKIP_NATTEN=1 (or NATTEN=0) never does.
+Upstream detectron2 built from a local archive (DETECTRON2_SOURCE=<file>.tar.gz) is kept as a
+wheel under $M2F_DINAT_CACHE/wheels (default ~/.cache/mask2former_dinat/wheels), keyed by the
+archive's hash, Python and torch, so a second environment installs it in seconds.
+Which detectron2 source was used, and why natten is or is not installed, is written to
+<venv>/mask2former_dinat_setup.json, which `python -m mask2former_dinat.env` reports.
 """
 import argparse
+import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -78,6 +84,54 @@ def ensure_torch(python, pip):
     run(pip + ["install"] + (spec or DEFAULT_TORCH_SPEC).split())
 
 
+def wheel_cache_dir(python, archive):
+    """Where the wheel built from `archive` for this Python and torch is kept."""
+    digest = hashlib.sha256(Path(archive).read_bytes()).hexdigest()[:16]
+    probe = "import sys, torch; print(f'py{sys.version_info[0]}{sys.version_info[1]}-torch{torch.__version__}')"
+    tag = subprocess.run([str(python), "-c", probe], capture_output=True, text=True, check=True).stdout.strip()
+    root = Path(os.environ.get("M2F_DINAT_CACHE", Path.home() / ".cache" / "mask2former_dinat"))
+    return root / "wheels" / f"detectron2-{digest}-{tag}"
+
+
+def install_from_source(pip, python, target):
+    """pip-install detectron2 from a checkout, git URL or archive; an archive's wheel is cached."""
+    # --no-build-isolation: detectron2's setup.py imports torch to build its ops.
+    if not os.path.isfile(target):
+        run(pip + ["install", "--no-build-isolation", target])
+        return
+    cache = wheel_cache_dir(python, target)
+    wheels = sorted(cache.glob("*.whl"))
+    if wheels:
+        log(f"detectron2: using the wheel built earlier from {target}: {wheels[0]}")
+    else:
+        log(f"detectron2: building {target} (its C++ ops take several minutes; the wheel is kept in {cache})")
+        partial = cache.with_name(cache.name + ".partial")
+        shutil.rmtree(partial, ignore_errors=True)
+        run(pip + ["wheel", "--no-build-isolation", "--no-deps", "-w", partial, target])
+        shutil.rmtree(cache, ignore_errors=True)
+        partial.rename(cache)  # complete wheels only: an interrupted build leaves no cache entry
+        wheels = sorted(cache.glob("*.whl"))
+    run(pip + ["install", wheels[0]])
+
+
+def ensure_natten(python, pip, c_args, record):
+    """Install natten where it can serve, or when asked; record why it is or is not installed."""
+    if os.environ.get("SKIP_NATTEN") == "1" or os.environ.get("NATTEN") == "0":
+        wanted, why = False, "skipped on request (SKIP_NATTEN=1 or NATTEN=0)"
+    elif os.environ.get("NATTEN") == "1":
+        wanted, why = True, "requested with NATTEN=1"
+    elif imports_cleanly(python, "import sys, torch; sys.exit(0 if torch.version.cuda and torch.cuda.is_available() else 1)"):
+        wanted, why = True, "a CUDA build of torch with a visible GPU: natten's fused kernels can serve bias-free calls"
+    else:
+        wanted, why = False, ("no CUDA GPU visible, where natten has no kernels of its own and the torch backend "
+                              "serves every call; NATTEN=1 make setup installs it anyway")
+    if wanted and not can_import(python, "natten"):
+        run(pip + ["install", "-q"] + c_args + [NATTEN_SPEC])
+    if not wanted:
+        log(f"natten: not installed ({why})")
+    record["natten"] = ("installed: " if wanted else "not installed: ") + why
+
+
 def ensure_detectron2(python, pip, record):
     """Returns the constraints file the rest of the install must respect, or None."""
     source = os.environ.get("DETECTRON2_SOURCE", "").strip()
@@ -92,7 +146,7 @@ def ensure_detectron2(python, pip, record):
         return None
     if source != "fallback":
         if source:
-            target = source if not os.path.isdir(source) else os.path.abspath(source)
+            target = os.path.abspath(source) if os.path.exists(source) else source
             label = f"(b) upstream from source: {target}"
         elif upstream_reachable():
             target = f"git+{UPSTREAM_DETECTRON2}"
@@ -103,8 +157,7 @@ def ensure_detectron2(python, pip, record):
         if target:
             if target.startswith(("http://", "https://", "git@", "ssh://")):
                 target = f"git+{target}"
-            # --no-build-isolation: detectron2's setup.py imports torch to build its ops.
-            run(pip + ["install", "--no-build-isolation", target])
+            install_from_source(pip, python, target)
             record["detectron2_source"] = label
             return None
     run([python, ROOT / "tools" / "detectron2_offline_fallback.py"])
@@ -131,8 +184,7 @@ def main(argv=None):
     run(pip + ["install", "-q"] + c_args + ["-e", f"{ROOT}[test]"])
     if not can_import(python, "panopticapi"):
         run(pip + ["install", "-q", "--no-deps", PANOPTICAPI_SPEC])
-    if os.environ.get("SKIP_NATTEN") != "1" and not can_import(python, "natten"):
-        run(pip + ["install", "-q"] + c_args + [NATTEN_SPEC])
+    ensure_natten(python, pip, c_args, record)
 
     record_path.write_text(json.dumps(record, indent=2) + "\n")
     log(f"done in {time.time() - start:.0f} s; detectron2: {record['detectron2_source']}")

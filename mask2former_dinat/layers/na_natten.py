@@ -36,11 +36,11 @@ def has_fused_kernels(device: torch.device):
 
 
 def unsupported(query, rpb, dropout, needs_backward=False):
+    if rpb is not None:  # first: it holds whether or not natten is installed
+        return "natten >= 0.20 has no relative positional bias (rpb) support"
     natten, import_error = _load()
     if natten is None:
         return f"natten is not importable ({import_error})"
-    if rpb is not None:
-        return "natten >= 0.20 has no relative positional bias (rpb) support"
     if dropout:
         return "natten has no attention dropout"
     if query.dtype not in (torch.float32, torch.float16, torch.bfloat16):

@@ -70,7 +70,7 @@ def test_unknown_env_value_raises_naming_the_variable(monkeypatch):
 def test_explicit_argument_forces_backend_and_beats_env(monkeypatch, calls):
     monkeypatch.setenv(ENV_VAR, "torch")
     q, k, v = _qkv()
-    assert select_backend(q, None, backend="natten") == ("natten", "forced by backend argument")
+    assert select_backend(q, None, backend="flex") == ("flex", "forced by backend argument")
     na2d(q, k, v, 3, backend="flex")
     assert calls == ["flex"]
 

@@ -7,12 +7,12 @@ import pytest
 import torch
 from detectron2.modeling import build_backbone
 from detectron2.structures import ImageList
+from helpers.golden import STAGE_TOL, load_golden
 
 from mask2former_dinat.config import get_cfg
 from mask2former_dinat.modeling.backbone import dinat as dinat_module
 from mask2former_dinat.modeling.backbone.dinat import D2DiNAT
 
-GOLDENS = ["golden_panoptic_small.pth", "golden_semantic_small.pth"]
 
 
 def small_cfg(**dinat):
@@ -89,9 +89,8 @@ def test_parameter_names_and_shapes_equal_the_published_manifest(reference_dir):
         assert {k: v for k, v in ours.items() if v != published[k]} == {}, f"{config_path}: shapes differ"
 
 
-@pytest.mark.parametrize("golden_name", GOLDENS)
-def test_features_match_the_original_code_on_golden_inputs(reference_dir, golden_name):
-    golden = torch.load(reference_dir / golden_name, weights_only=True)
+def test_features_match_the_original_code_on_golden_inputs(reference_dir):
+    golden = load_golden()
     cfg = published_cfg(reference_dir, golden["base_config"], golden["opts"])
     model = build_backbone(cfg).eval()
     prefix = "backbone."
@@ -109,7 +108,7 @@ def test_features_match_the_original_code_on_golden_inputs(reference_dir, golden
         for name, ref in expected.items():
             assert out[name].shape == ref.shape, f"input {n} {name}: shape {tuple(out[name].shape)} != {tuple(ref.shape)}"
             diff = (out[name] - ref).abs().max().item()
-            assert diff <= 1e-3, f"{golden_name} input {n} {name}: max abs diff {diff:.3g} > 1e-3"
+            assert diff <= STAGE_TOL["backbone"], f"input {n} {name}: max abs diff {diff:.3g}"
 
 
 @pytest.mark.parametrize("frozen_stages, frozen_prefixes", [
