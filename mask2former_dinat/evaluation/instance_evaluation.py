@@ -13,8 +13,9 @@ import json
 import os
 
 from detectron2.evaluation import COCOEvaluator
-from detectron2.evaluation.coco_evaluation import _evaluate_predictions_on_coco
+from detectron2.evaluation.coco_evaluation import COCOevalMaxDets
 from detectron2.utils.file_io import PathManager
+from pycocotools.cocoeval import COCOeval
 
 __all__ = ["InstanceSegEvaluator"]
 
@@ -77,16 +78,29 @@ class InstanceSegEvaluator(COCOEvaluator):
         class_names = [cats[i]["name"] for i in sorted(cats)]
         for task in sorted(tasks):
             coco_eval = (
-                _evaluate_predictions_on_coco(
-                    self._coco_api,
-                    coco_results,
-                    task,
-                    use_fast_impl=False,
-                    img_ids=img_ids,
-                    max_dets_per_image=self._max_dets_per_image,
-                )
+                evaluate_on_coco(self._coco_api, coco_results, task, img_ids, self._max_dets_per_image)
                 if coco_results  # pycocotools fails on an empty result list
                 else None
             )
             self._results[task] = self._derive_coco_results(coco_eval, task, class_names=class_names)
+
+
+def evaluate_on_coco(coco_gt, coco_results, iou_type, img_ids=None, max_dets=(1, 10, 100)):
+    """pycocotools' official COCOeval of `coco_results` (COCO result dicts) against `coco_gt`,
+    evaluated, accumulated and summarised. Mask AP uses the masks' own areas for the size ranges
+    (a result's box would replace them), and AP is computed at up to max_dets[2] detections per image.
+    """
+    if iou_type == "segm":
+        coco_results = [{k: v for k, v in r.items() if k != "bbox"} for r in coco_results]
+    coco_dt = coco_gt.loadRes(coco_results)
+    max_dets = list(max_dets or (1, 10, 100))
+    # COCOeval's summary reports AP at 100 detections only; COCOevalMaxDets at max_dets[2].
+    coco_eval = (COCOeval if max_dets[2] == 100 else COCOevalMaxDets)(coco_gt, coco_dt, iou_type)
+    coco_eval.params.maxDets = max_dets
+    if img_ids is not None:
+        coco_eval.params.imgIds = img_ids
+    coco_eval.evaluate()
+    coco_eval.accumulate()
+    coco_eval.summarize()
+    return coco_eval
 

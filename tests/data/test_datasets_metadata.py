@@ -11,6 +11,8 @@ from helpers.dataset_writers import use_datasets_root, write_ade20k, write_citys
 
 import mask2former_dinat  # noqa: F401  (registers the datasets)
 from mask2former_dinat.data.datasets import register_all_datasets
+from mask2former_dinat.data.datasets.register_coco_instance import coco_instance_metadata
+from mask2former_dinat.data.datasets.register_coco_panoptic_annos_semseg import coco_panoptic_standard_metadata
 
 
 def _published_configs(reference_dir):
@@ -109,6 +111,20 @@ def test_coco_standard_panoptic_has_80_thing_classes_and_same_contiguous_ids_as_
     assert std.thing_dataset_id_to_contiguous_id == sem.thing_dataset_id_to_contiguous_id
     merged = {**std.thing_dataset_id_to_contiguous_id, **std.stuff_dataset_id_to_contiguous_id}
     assert merged == sem.stuff_dataset_id_to_contiguous_id
+
+
+def test_coco_metadata_equals_what_detectron2_gives_its_own_coco_datasets():
+    # Built from the public COCO_CATEGORIES; pinned against detectron2's builtin (private) metadata
+    # on whichever detectron2 runs the suite.
+    from detectron2.data.datasets.builtin_meta import _get_builtin_metadata
+
+    assert coco_instance_metadata() == _get_builtin_metadata("coco")
+    standard = _get_builtin_metadata("coco_panoptic_standard")
+    ours = coco_panoptic_standard_metadata()
+    assert {k: ours[k] for k in standard if k not in ("thing_classes", "thing_colors")} == {
+        k: v for k, v in standard.items() if k not in ("thing_classes", "thing_colors")}
+    things = [c for c in standard["thing_dataset_id_to_contiguous_id"].values()]
+    assert ours["thing_classes"] == [standard["thing_classes"][i] for i in things]
 
 
 def test_ade20k_instance_and_panoptic_agree_on_the_100_things():

@@ -21,6 +21,7 @@ import sys
 from dataclasses import dataclass, field
 from typing import List, Tuple
 
+import cv2
 import numpy as np
 import pycocotools.mask as mask_util
 from PIL import Image
@@ -430,7 +431,9 @@ def write_cityscapes(root, split="val", scenes=None, city="frankfurt", panoptic=
             objects.append({"label": "unlabeled", "polygon": _cityscapes_polygon(void)})
         Image.fromarray(scene.image).save(os.path.join(image_dir, stem + "_leftImg8bit.png"))
         Image.fromarray(label_ids).save(os.path.join(gt_dir, stem + "_gtFine_labelIds.png"))
-        Image.fromarray(instance_ids, mode="I").save(os.path.join(gt_dir, stem + "_gtFine_instanceIds.png"))
+        # 16-bit grey PNG, as Cityscapes ships them (Pillow >= 13 no longer writes mode "I" PNGs)
+        assert instance_ids.max() < 2**16
+        cv2.imwrite(os.path.join(gt_dir, stem + "_gtFine_instanceIds.png"), instance_ids.astype(np.uint16))
         Image.fromarray(train_ids).save(os.path.join(gt_dir, stem + "_gtFine_labelTrainIds.png"))
         _write_json(
             os.path.join(gt_dir, stem + "_gtFine_polygons.json"),

@@ -11,13 +11,13 @@
 import functools
 import os
 
-from detectron2.data.datasets.builtin_meta import COCO_CATEGORIES, _get_builtin_metadata
+from detectron2.data.datasets.builtin_meta import COCO_CATEGORIES
 from detectron2.data.datasets.coco_panoptic import load_coco_panoptic_json
 
 from .panoptic_loader import load_panoptic_json
 from .registration import checked_loader, register_dataset, require_paths
 
-__all__ = ["COCO_PANOPTIC_SPLITS", "coco_panoptic_semseg_metadata", "panoptic_semseg_metadata", "register_all_coco_panoptic"]
+__all__ = ["COCO_PANOPTIC_SPLITS", "coco_panoptic_semseg_metadata", "coco_panoptic_standard_metadata", "panoptic_semseg_metadata", "register_all_coco_panoptic"]
 
 # name -> (image folder, instances json, panoptic PNG folder, panoptic json, semantic PNG folder)
 COCO_PANOPTIC_SPLITS = {
@@ -60,6 +60,15 @@ def coco_panoptic_semseg_metadata():
     return panoptic_semseg_metadata(COCO_CATEGORIES)
 
 
+def coco_panoptic_standard_metadata():
+    """detectron2's standard COCO panoptic metadata (its stuff map holds the 53 stuff categories
+    only), with the 80 thing names and colors in thing_classes/thing_colors."""
+    meta = coco_panoptic_semseg_metadata()
+    things = meta["thing_dataset_id_to_contiguous_id"]
+    stuff = {k: v for k, v in meta["stuff_dataset_id_to_contiguous_id"].items() if k not in things}
+    return dict(meta, stuff_dataset_id_to_contiguous_id=stuff)
+
+
 def _load_with_sem_seg(what, root, json_file, image_dir, panoptic_dir, semseg_dir, meta):
     records = load_panoptic_json(json_file, image_dir, panoptic_dir, meta, semseg_dir=semseg_dir)
     first = records[0]
@@ -87,8 +96,7 @@ def register_all_coco_panoptic(root):
         )
         required = [image_dir, panoptic_dir, panoptic_json]
 
-        standard_meta = _get_builtin_metadata("coco_panoptic_standard")
-        standard_meta.update(thing_classes=semseg_meta["thing_classes"], thing_colors=semseg_meta["thing_colors"])
+        standard_meta = coco_panoptic_standard_metadata()
         load = functools.partial(load_coco_panoptic_json, panoptic_json, image_dir, panoptic_dir, standard_meta)
         register_dataset(
             name,
