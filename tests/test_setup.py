@@ -79,3 +79,55 @@ def test_offline_detectron2_explains_its_missing_compiled_ops():
         assert "without C++ ops" in str(e) and "DETECTRON2_SOURCE" in str(e)
     else:
         raise AssertionError("the stand-in must not pretend to have compiled ops")
+
+
+def _setup_env():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "tools" / "setup_env.py"
+    spec = importlib.util.spec_from_file_location("setup_env", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_setup_installs_natten_only_where_it_can_serve_or_when_asked(monkeypatch):
+    setup_env = _setup_env()
+    for var in ("NATTEN", "SKIP_NATTEN"):
+        monkeypatch.delenv(var, raising=False)
+    wanted, why = setup_env.natten_decision(sys.executable)
+    gpu = bool(torch.version.cuda) and torch.cuda.is_available()
+    assert wanted == gpu, why
+    if not gpu:
+        assert "no CUDA GPU visible" in why and "NATTEN=1" in why
+    monkeypatch.setenv("NATTEN", "1")
+    assert setup_env.natten_decision(sys.executable) == (True, "requested with NATTEN=1")
+    monkeypatch.setenv("SKIP_NATTEN", "1")
+    assert setup_env.natten_decision(sys.executable)[0] is False
+
+
+def test_env_report_says_why_natten_is_absent():
+    from mask2former_dinat.env import natten_info
+
+    version, bias = natten_info()
+    try:
+        import natten  # noqa: F401
+    except ImportError:
+        assert version.startswith("not installed")  # with the reason the set-up recorded
+        assert bias.startswith("no: natten is not installed")
+    else:
+        assert not version.startswith("not installed") and bias.startswith(("yes", "no: natten >= 0.20"))
+
+
+def test_archive_builds_of_detectron2_are_cached_per_archive_python_and_torch(tmp_path, monkeypatch):
+    setup_env = _setup_env()
+    monkeypatch.setenv("M2F_DINAT_CACHE", str(tmp_path / "cache"))
+    a, b = tmp_path / "a.tar.gz", tmp_path / "b.tar.gz"
+    a.write_bytes(b"one archive")
+    b.write_bytes(b"another archive")
+    first = setup_env.wheel_cache_dir(sys.executable, a)
+    assert first == setup_env.wheel_cache_dir(sys.executable, a)
+    assert first != setup_env.wheel_cache_dir(sys.executable, b)
+    assert first.parent == tmp_path / "cache" / "wheels"
+    assert f"torch{torch.__version__}" in first.name and f"py{sys.version_info[0]}{sys.version_info[1]}" in first.name

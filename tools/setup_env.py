@@ -114,17 +114,20 @@ def install_from_source(pip, python, target):
     run(pip + ["install", wheels[0]])
 
 
-def ensure_natten(python, pip, c_args, record):
-    """Install natten where it can serve, or when asked; record why it is or is not installed."""
+def natten_decision(python):
+    """(install natten?, why): only where it can serve a call, or when asked."""
     if os.environ.get("SKIP_NATTEN") == "1" or os.environ.get("NATTEN") == "0":
-        wanted, why = False, "skipped on request (SKIP_NATTEN=1 or NATTEN=0)"
-    elif os.environ.get("NATTEN") == "1":
-        wanted, why = True, "requested with NATTEN=1"
-    elif imports_cleanly(python, "import sys, torch; sys.exit(0 if torch.version.cuda and torch.cuda.is_available() else 1)"):
-        wanted, why = True, "a CUDA build of torch with a visible GPU: natten's fused kernels can serve bias-free calls"
-    else:
-        wanted, why = False, ("no CUDA GPU visible, where natten has no kernels of its own and the torch backend "
-                              "serves every call; NATTEN=1 make setup installs it anyway")
+        return False, "skipped on request (SKIP_NATTEN=1 or NATTEN=0)"
+    if os.environ.get("NATTEN") == "1":
+        return True, "requested with NATTEN=1"
+    if imports_cleanly(python, "import sys, torch; sys.exit(0 if torch.version.cuda and torch.cuda.is_available() else 1)"):
+        return True, "a CUDA build of torch with a visible GPU: natten's fused kernels can serve bias-free calls"
+    return False, ("no CUDA GPU visible, where natten has no kernels of its own and the torch backend "
+                   "serves every call; NATTEN=1 make setup installs it anyway")
+
+
+def ensure_natten(python, pip, c_args, record):
+    wanted, why = natten_decision(python)
     if wanted and not can_import(python, "natten"):
         run(pip + ["install", "-q"] + c_args + [NATTEN_SPEC])
     if not wanted:
