@@ -16,7 +16,8 @@ setup(
     install_requires=[
         "torch>=2.1",
         "torchvision",
-        "numpy",
+        # cityscapesscripts 2.3.0 (the newest) calls np.in1d, which numpy 2.4 removed
+        "numpy<2.4",
         "scipy",
         "opencv-python-headless>=4.5,<5",
         "pycocotools>=2.0.2",

@@ -9,6 +9,7 @@ import warnings
 # each one. It is noise for our users (we do not script anything).
 warnings.filterwarnings("ignore", message=r".*torch\.jit\.script.*deprecated", category=FutureWarning)
 
+from . import compat  # noqa: F401  (before anything reaches detectron2's affected modules)
 from .config import add_dinat_config, add_maskformer2_config, get_cfg
 from . import data, modeling  # noqa: F401  (registration)
 

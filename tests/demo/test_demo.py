@@ -28,8 +28,9 @@ TINY = [
     "MODEL.MASK_FORMER.HIDDEN_DIM", "32", "MODEL.MASK_FORMER.NUM_OBJECT_QUERIES", "8",
     "MODEL.MASK_FORMER.DIM_FEEDFORWARD", "64", "MODEL.MASK_FORMER.DEC_LAYERS", "2", "MODEL.MASK_FORMER.NHEADS", "2",
     "INPUT.MIN_SIZE_TEST", "64", "INPUT.MAX_SIZE_TEST", "96",
-    # A random model is never confident: let every query through so that panoptic segments appear.
-    "MODEL.MASK_FORMER.TEST.OBJECT_MASK_THRESHOLD", "0.0",
+    # A random model is never confident: let every query through, however much of its mask others
+    # cover, so that panoptic segments appear on any image.
+    "MODEL.MASK_FORMER.TEST.OBJECT_MASK_THRESHOLD", "0.0", "MODEL.MASK_FORMER.TEST.OVERLAP_THRESHOLD", "0.0",
 ]
 PANOPTIC = []
 INSTANCE = ["MODEL.MASK_FORMER.TEST.PANOPTIC_ON", "False", "MODEL.MASK_FORMER.TEST.INSTANCE_ON", "True"]

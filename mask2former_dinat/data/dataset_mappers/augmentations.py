@@ -1,4 +1,6 @@
 """The training augmentations of the published configs, built from cfg.INPUT."""
+import inspect
+
 from detectron2.data import transforms as T
 
 from .color_aug_ssd_transform import ColorAugSSDTransform
@@ -23,8 +25,17 @@ def build_lsj_augmentation(cfg):
     size = cfg.INPUT.IMAGE_SIZE
     return build_flip(cfg) + [
         T.ResizeScale(min_scale=cfg.INPUT.MIN_SCALE, max_scale=cfg.INPUT.MAX_SCALE, target_height=size, target_width=size),
-        T.FixedSizeCrop(crop_size=(size, size)),
+        fixed_size_crop(size),
     ]
+
+
+def fixed_size_crop(size):
+    """T.FixedSizeCrop to size x size, padding segmentations with 0 on every detectron2: 0.6 has
+    no seg_pad_value and pads with 0 (what the published models trained with); upstream main
+    takes seg_pad_value and defaults it to 255, which would mark padding as a mask."""
+    if "seg_pad_value" in inspect.signature(T.FixedSizeCrop.__init__).parameters:
+        return T.FixedSizeCrop(crop_size=(size, size), seg_pad_value=0)
+    return T.FixedSizeCrop(crop_size=(size, size))
 
 
 def build_maskformer_augmentation(cfg, category_area_crop):
