@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Convert an ImageNet DiNAT checkpoint (.pth) into the detectron2 .pkl that MODEL.WEIGHTS expects.
+r"""Convert an ImageNet DiNAT checkpoint (.pth) into the detectron2 .pkl that MODEL.WEIGHTS expects.
 
 Usage:
     python tools/convert-pretrained-dinat-model-to-d2.py dinat_large_in22k_224_11x11interp.pth dinat_large_in22k_224.pkl \
