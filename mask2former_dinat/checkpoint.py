@@ -12,6 +12,12 @@ of optimizer / scheduler / iteration, name matching for converted `.pkl` backbon
   strings and plain numpy arrays only) and `.pkl` files with an unpickler that admits only
   numpy arrays: loading never runs code from the file. Files that need more unpickling
   are refused unless the caller opts in (`allow_pickle=True` or env M2F_DINAT_ALLOW_PICKLE=1);
+- recognises an ImageNet DiNAT classification checkpoint (`dinat_large_in22k_224*.pth` as
+  distributed: a bare state dict, or under "model" / "state_dict", optionally "module."-prefixed),
+  converts it in memory (mask2former_dinat.imagenet_pretraining) and loads it into the backbone;
+  so does the converter's .pkl. Its report says what was loaded, that the classifier and its
+  final norm were left out, and which parts start from initialisation. A kernel size that does
+  not fit the model, or another DiNAT variant, is refused and nothing is loaded;
 - compares the checkpoint with the model before loading and reports, grouped by prefix, the
   missing, unexpected and shape-mismatched keys (logged at WARNING, kept as `last_report`).
   `strict=True` (for evaluating published weights) raises with that report instead of
@@ -41,6 +47,8 @@ from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.checkpoint.c2_model_loading import align_and_update_state_dicts
 from fvcore.common.checkpoint import _filter_reused_missing_keys, _strip_prefix_if_present
 
+from mask2former_dinat import imagenet_pretraining
+
 __all__ = [
     "ALLOW_PICKLE_ENV",
     "CACHE_ENV",
@@ -48,6 +56,7 @@ __all__ = [
     "CheckpointKeyReport",
     "CheckpointMismatchError",
     "Mask2FormerCheckpointer",
+    "PretrainingLoad",
     "UnsafeCheckpointError",
     "atomic_write",
     "cache_path_for_url",
@@ -337,7 +346,8 @@ def load_checkpoint_file(path: str, *, allow_pickle: bool = False) -> Dict[str, 
 
     `.pkl`: detectron2 / converted backbone files (`{"model": {name: ndarray}, ...}`, kept as they
     are, `matching_heuristics` included) or Caffe2 blobs (renamed by detectron2's heuristics).
-    Anything else: a torch file; a bare state dict is wrapped as `{"model": state_dict}`.
+    Anything else: a torch file; a bare state dict is wrapped as `{"model": state_dict}`, and
+    `{"state_dict": weights, ...}` becomes `{"model": weights, ...}`.
     Without `allow_pickle` only tensors, numpy arrays and plain data are unpickled.
     """
     if path.endswith(".pkl"):
@@ -356,7 +366,12 @@ def load_checkpoint_file(path: str, *, allow_pickle: bool = False) -> Dict[str, 
         raise ValueError(
             f"{path} holds a {type(data).__name__}, not a state dict or a checkpoint dict with a 'model' entry."
         )
-    return dict(data) if "model" in data else {"model": data}
+    if "model" in data:
+        return dict(data)
+    if isinstance(data.get("state_dict"), Mapping):  # {"state_dict": weights, ...} (e.g. timm, Lightning)
+        rest = {k: v for k, v in data.items() if k != "state_dict"}
+        return {"model": data["state_dict"], **rest}
+    return {"model": data}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -434,12 +449,48 @@ Shape = Tuple[int, ...]
 
 
 @dataclasses.dataclass(frozen=True)
+class PretrainingLoad:
+    """How an ImageNet classification checkpoint became the model's backbone weights.
+
+    kernel_size: of the weights loaded; backbone_prefix: where they went in the model
+    ("backbone." in a Mask2Former, "" for a bare D2DiNAT); loaded_into: patterns of those keys;
+    classifier: the left-out classifier and final norm (checkpoint names); unknown: left-out
+    names that are no DiNAT weights; resized_from: the kernel size the converter resized the
+    relative position biases from (None: not resized); how: "converted in memory" or the
+    converted file's origin.
+    """
+
+    kernel_size: int
+    backbone_prefix: str
+    loaded_into: Tuple[str, ...]
+    classifier: Tuple[str, ...]
+    unknown: Tuple[str, ...] = ()
+    resized_from: Optional[int] = None
+    how: str = "converted in memory"
+
+    @property
+    def left_out(self) -> Tuple[str, ...]:
+        return self.classifier + self.unknown
+
+
+def _model_parts(backbone_prefix: str) -> Tuple[Tuple[str, "re.Pattern", bool], ...]:
+    """(name, key pattern, list the keys exactly) of the parts that a backbone pre-training leaves to initialisation."""
+    return (
+        ("the backbone's per-level output norms", re.compile(re.escape(backbone_prefix) + r"norm\d+\."), True),
+        ("the pixel decoder", re.compile(r"sem_seg_head\.pixel_decoder\."), False),
+        ("the transformer decoder", re.compile(r"sem_seg_head\.predictor\."), False),
+        ("the criterion's class weights, set from the config", re.compile(r"criterion\."), True),
+    )
+
+
+@dataclasses.dataclass(frozen=True)
 class CheckpointKeyReport:
     """How a checkpoint's weights fit a model.
 
     missing: model keys the checkpoint does not provide; unexpected: checkpoint keys the model
     does not have; shape_mismatches: (key, shape in checkpoint, shape in model), not loaded;
-    loaded: how many model keys received a checkpoint value.
+    loaded: how many model keys received a checkpoint value; pretraining: set when the
+    checkpoint was an ImageNet classification checkpoint loaded into the backbone.
     """
 
     source: str
@@ -449,13 +500,49 @@ class CheckpointKeyReport:
     loaded: int
     model_keys: int
     config: Optional[str] = None
+    pretraining: Optional[PretrainingLoad] = None
 
     @property
     def fits(self) -> bool:
         return not (self.missing or self.unexpected or self.shape_mismatches)
 
+    def initialised_parts(self) -> List[Tuple[str, List[str]]]:
+        """The missing keys of a pre-training load by model part: (part, key patterns); keys of no
+        known part come last under "other keys"."""
+        if self.pretraining is None:
+            return [("other keys", _summarize_keys(self.missing, 8))] if self.missing else []
+        parts, rest = [], list(self.missing)
+        for name, pattern, exact in _model_parts(self.pretraining.backbone_prefix):
+            keys = [k for k in rest if pattern.match(k)]
+            if keys:
+                rest = [k for k in rest if not pattern.match(k)]
+                shown = group_keys(keys) if exact else [pattern.pattern.replace("\\", "") + "*"]
+                parts.append((f"{name} ({len(keys)})", shown))
+        if rest:
+            parts.append((f"other keys ({len(rest)})", _summarize_keys(rest, 8)))
+        return parts
+
+    @property
+    def accounted_for(self) -> bool:
+        """A pre-training load in which every model key outside the backbone's tensors belongs to a
+        part that starts from initialisation, and every checkpoint tensor was loaded or left out by design."""
+        return (
+            self.pretraining is not None
+            and not (self.unexpected or self.shape_mismatches or self.pretraining.unknown)
+            and all(not name.startswith("other keys") for name, _ in self.initialised_parts())
+        )
+
     def headline(self) -> str:
         target = f"the model built from config {self.config}" if self.config else "the model"
+        if self.pretraining is not None:
+            p = self.pretraining
+            total = self.loaded + len(self.unexpected) + len(self.shape_mismatches) + len(p.left_out)
+            resized = f", relative position biases resized from kernel size {p.resized_from}" if p.resized_from else ""
+            return (
+                f"Checkpoint {self.source} is an ImageNet DiNAT classification checkpoint (kernel size "
+                f"{p.kernel_size}{resized}), {p.how}: {self.loaded} of its {total} tensors loaded into the "
+                f"backbone of {target}."
+            )
         if self.fits:
             return f"Checkpoint {self.source} fits {target}: all {self.model_keys} keys loaded."
         counts = [
@@ -493,10 +580,12 @@ class CheckpointKeyReport:
                     "(MODEL.MASK_FORMER.NUM_OBJECT_QUERIES)"
                 )
                 break
+        if self.pretraining is not None:  # the format lists where every key went
+            return hints
         missing = set(self.missing)
         if self.unexpected and sum(f"backbone.{k}" in missing for k in self.unexpected) * 2 >= len(self.unexpected):
             hints.append(
-                "the checkpoint's keys are backbone keys without the 'backbone.' prefix: an ImageNet DiNAT "
+                "the checkpoint's keys are backbone keys without the 'backbone.' prefix: a backbone-only "
                 "checkpoint must first be converted with tools/convert-pretrained-dinat-model-to-d2.py (to .pkl)"
             )
         if self.missing and not (self.unexpected or self.shape_mismatches) and all(
@@ -518,12 +607,30 @@ class CheckpointKeyReport:
         """
         lines = [self.headline()]
 
-        def add(kind: str, patterns: List[str], count: int):
+        def add(kind: str, patterns: List[str], count: Optional[int], indent: str = "  "):
             shown = patterns[:max_groups]
             more = f" ... and {len(patterns) - len(shown)} more group(s)" if len(patterns) > len(shown) else ""
-            lines.append(f"  {kind} ({count}): " + "; ".join(shown) + more)
+            lines.append(f"{indent}{kind}{'' if count is None else f' ({count})'}: " + "; ".join(shown) + more)
 
-        if self.missing:
+        p = self.pretraining
+        if p is not None:
+            add("loaded", list(p.loaded_into), self.loaded)
+            if p.resized_from:
+                lines.append(
+                    f"  relative position biases: resized from kernel size {p.resized_from} to {p.kernel_size} "
+                    "by the converter (bicubic, align_corners=False)"
+                )
+            if p.classifier:
+                add(f"left out ({len(p.classifier)}): the classifier and its final norm, which the model has no "
+                    "counterpart for", group_keys(p.classifier), None)
+            if p.unknown:
+                add(f"left out ({len(p.unknown)}): names that are no DiNAT weights",
+                    _summarize_keys(p.unknown, max_groups), None)
+            if self.missing:
+                lines.append(f"  start from initialisation ({len(self.missing)} of the model's {self.model_keys} keys):")
+                for part, patterns in self.initialised_parts():
+                    add(part, patterns, None, indent="    ")
+        elif self.missing:
             add("missing in checkpoint", _summarize_keys(self.missing, max_groups), len(self.missing))
         if self.unexpected:
             add("not in model", _summarize_keys(self.unexpected, max_groups), len(self.unexpected))
@@ -628,6 +735,9 @@ class Mask2FormerCheckpointer(DetectionCheckpointer):
         self._convert_ndarray_to_tensor(state)
         _strip_prefix_if_present(state, "module.")
         model_state = self.model.state_dict()
+        pretraining = self._as_pretraining(checkpoint, state, model_state, source)
+        if pretraining is not None:
+            return self._load_pretraining(checkpoint, *pretraining, model_state, source)
         if checkpoint.pop("matching_heuristics", False):
             report, state = self._align_by_suffix(model_state, state, checkpoint.get("__author__") == "Caffe2", source)
         else:
@@ -642,6 +752,67 @@ class Mask2FormerCheckpointer(DetectionCheckpointer):
             )
         if self.strict and not report.fits:
             raise CheckpointMismatchError(f"{report.format()}\nStrict loading: nothing was loaded.", report)
+        checkpoint["model"] = state
+        return super()._load_model(checkpoint)
+
+    def _target(self) -> str:
+        return f"the model built from config {self.config_name}" if self.config_name else "the model"
+
+    def _as_pretraining(self, checkpoint, state, model_state, source):
+        """(backbone weights under the model's names, PretrainingLoad) when the checkpoint is an ImageNet
+        DiNAT classifier (a .pth, any layout) or the converter's .pkl of one; else None."""
+        converted = checkpoint.pop(imagenet_pretraining.CONVERTED_KEY, None)
+        if not (isinstance(converted, Mapping) or imagenet_pretraining.is_classification_state(state)):
+            return None
+        anchor = "patch_embed.proj.0.weight"
+        prefixes = [p for p in ("backbone.", "") if p + anchor in model_state]
+        if not prefixes:
+            raise ValueError(
+                f"{source} is an ImageNet DiNAT classification checkpoint, but {self._target()} has no DiNAT "
+                "backbone (no 'backbone.patch_embed.*' keys): set MODEL.BACKBONE.NAME to D2DiNAT."
+            )
+        prefix = prefixes[0]
+        rpb = next((k for k in model_state if k.startswith(prefix + "levels.") and k.endswith(".attn.rpb")), None)
+        kernel_size = (model_state[rpb].shape[-1] + 1) // 2 if rpb is not None else None
+        target = f"{self._target()} (MODEL.DINAT.KERNEL_SIZE)"
+        if isinstance(converted, Mapping):  # the converter's .pkl: D2DiNAT names, classifier already left out
+            if kernel_size is not None:
+                imagenet_pretraining.check_kernel_size(state, kernel_size, source=source, target=target)
+            checkpoint.pop("matching_heuristics", None)
+            backbone = state
+            info = dict(
+                kernel_size=kernel_size or imagenet_pretraining.kernel_size_of(state, source),
+                classifier=tuple(str(k) for k in converted.get("classifier", ())),
+                unknown=tuple(str(k) for k in converted.get("unknown", ())),
+                resized_from=converted.get("resized_from"),
+                how=f"converted by {imagenet_pretraining.CONVERTER}"
+                + (f" from {converted['source']}" if converted.get("source") else ""),
+            )
+        else:
+            conversion = imagenet_pretraining.convert(state, kernel_size=kernel_size, source=source, target=target)
+            backbone = conversion.backbone
+            info = dict(kernel_size=conversion.kernel_size, classifier=conversion.classifier, unknown=conversion.unknown)
+        loaded_into = tuple(dict.fromkeys(f"{prefix}{k.split('.')[0]}.*" for k in backbone))
+        info = PretrainingLoad(backbone_prefix=prefix, loaded_into=loaded_into, **info)
+        return {prefix + k: v for k, v in backbone.items()}, info
+
+    def _load_pretraining(self, checkpoint, state, info, model_state, source):
+        report = compare_state_dicts(model_state, state, source=source, config=self.config_name)
+        report = self._drop_tolerated_missing(dataclasses.replace(report, pretraining=info))
+        self.last_report = report
+        if report.unexpected or report.shape_mismatches:
+            raise CheckpointMismatchError(
+                f"{report.format()}\nThe pre-training does not fit the backbone of {self._target()} "
+                "(another DiNAT variant?); nothing was loaded.",
+                report,
+            )
+        if self.strict:
+            raise CheckpointMismatchError(
+                f"{report.format()}\nStrict loading: an ImageNet pre-training is where training starts, not a model "
+                "to evaluate (MODEL.WEIGHTS should be a full Mask2Former checkpoint); nothing was loaded.",
+                report,
+            )
+        checkpoint.pop("matching_heuristics", None)
         checkpoint["model"] = state
         return super()._load_model(checkpoint)
 
@@ -680,6 +851,8 @@ class Mask2FormerCheckpointer(DetectionCheckpointer):
             return
         if report.fits:
             self.logger.info(report.headline())
+        elif report.accounted_for:  # a backbone pre-training: the report says where every tensor went
+            self.logger.info(report.format())
         else:
             self.logger.warning(report.format())
 
