@@ -1,11 +1,17 @@
 """The flex backend's token orders and block masks (issue 13): exact in every order it can
-pick, and block counts equal to what create_block_mask schedules."""
+pick, block counts equal to what create_block_mask schedules, and dense block masks at
+DiNAT-L's shapes (so a regression to a sparse order fails)."""
+import importlib.util
+from pathlib import Path
+
 import pytest
 import torch
 from helpers.na_reference import na2d_reference
 from torch.nn.attention.flex_attention import create_block_mask, create_mask
 
 from mask2former_dinat.layers import na_flex
+
+BENCHMARK = Path(__file__).resolve().parents[2] / "tools" / "benchmark_na.py"
 
 # (height, width, kernel_size, dilation, block_size). Blocks of 16 or 8 keep the eager (full
 # score matrix) runs small where each of the d*d groups is padded to whole blocks; the code
@@ -84,3 +90,35 @@ def test_backend_picks_the_densest_candidate():
     assert order.label == "8x8 tiles"
     scheduled = [na_flex.block_counts(o)[1] for o in na_flex.candidate_orders(64, 64, 11, 1)]
     assert na_flex.block_counts(order)[1] == min(scheduled)
+
+
+def _benchmark():
+    spec = importlib.util.spec_from_file_location("benchmark_na", BENCHMARK)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_useful_share_at_dinat_large_1024_stays_dense():
+    """Measured (python tools/benchmark_na.py --flex-blocks 1024): stage 2 d=1 22.9% (old order
+    8.6%), stage 3 d=1 25.0% (13.9%), d=2 30.2%, d=3 35.4%, stage 4 30.2%; bounds just under."""
+    rows = {(r["stage"], r["dilation"]): r for r in _benchmark().flex_block_rows(1024, 1024, stages=(2, 3, 4))}
+    bounds = {(2, 1): 0.225, (2, 4): 0.295, (2, 7): 0.375, (3, 1): 0.245, (3, 2): 0.295, (3, 3): 0.35,
+              (4, 1): 0.295}
+    assert set(rows) == set(bounds)
+    for key, bound in bounds.items():
+        row = rows[key]
+        assert row["new"]["share"] >= bound, (key, row["new"])
+        assert row["new"]["share"] > row["old"]["share"], (key, row)
+        assert row["new"]["block"] == na_flex.BLOCK_SIZE and row["old"]["block"] == 128
+    assert rows[(2, 1)]["old"]["share"] < 0.09  # what the order before tiling scheduled
+
+
+def test_flex_blocks_option_prints_a_table(capsys):
+    _benchmark().main(["--flex-blocks", "512x384", "--stages", "3,4"])
+    out = capsys.readouterr().out
+    assert "512x384 input" in out
+    rows = [line.split()[:3] for line in out.splitlines() if line.split()[:1] in (["3"], ["4"])]
+    # stage maps 32x24 and 16x12; NeighborhoodAttention2D pads to k*d = 33 for dilation 3
+    assert rows == [["3", "32x24", "1"], ["3", "32x24", "2"], ["3", "33x33", "3"], ["3", "all", "18"],
+                    ["4", "16x12", "1"], ["4", "all", "5"]]
