@@ -15,6 +15,13 @@ extrapolated per query (its cost per query does not depend on the map or the dil
     python tools/benchmark_na.py                       # torch backend, forward, all stages
     python tools/benchmark_na.py --backward --stages 3
     python tools/benchmark_na.py --device cuda --backends torch,flex,natten --dtype float16
+
+--flex-blocks SIZE (the model's padded input size: 1024 or HxW) runs no attention: it counts, from the flex
+backend's own token orders and window (na_flex.block_counts), the share of the work a fused
+flex_attention kernel schedules that is real neighbourhood attention, per stage and dilation,
+for the order before tiling (128-token blocks, as it ran) and the backend's order now:
+
+    python tools/benchmark_na.py --flex-blocks 1024
 """
 import argparse
 import importlib.util
@@ -32,7 +39,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from mask2former_dinat.layers import na2d, na_backend
+from mask2former_dinat.layers import na2d, na_backend, na_flex
 
 KERNEL_SIZE = 11
 HEAD_DIM = 32
@@ -43,6 +50,7 @@ STAGES = {
     3: (64, 24, [1, 2, 1, 3, 1, 2, 1, 3, 1, 2, 1, 3, 1, 2, 1, 3, 1, 3]),
     4: (32, 48, [1, 1, 1, 1, 1]),
 }
+OLD_FLEX_BLOCK = 128  # the flex backend's block before tiling (create_block_mask's default)
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
@@ -171,6 +179,69 @@ def reference_seconds_per_query(device, dtype, backward, repeat):
     return median_time(fn, device, repeat) / (size * size * heads)
 
 
+def stage_maps(height, width):
+    """Map size [stage] of DiNAT at a (padded) input of height x width: a stride-4 patch
+    embedding (two stride-2 convs), then a stride-2 conv before each later stage; each conv
+    rounds up."""
+    def half(n):
+        return -(-n // 2)
+
+    maps, h, w = {}, half(half(height)), half(half(width))
+    for stage in STAGES:
+        maps[stage] = (h, w)
+        h, w = half(h), half(w)
+    return maps
+
+
+def flex_block_rows(height, width, stages=tuple(STAGES)):
+    """Per stage and distinct dilation: the flex block masks' useful and scheduled work."""
+    rows = []
+    for stage in stages:
+        _, heads, dilations = STAGES[stage]
+        map_h, map_w = stage_maps(height, width)[stage]
+        for dilation in sorted(set(dilations)):
+            # NeighborhoodAttention2D pads maps smaller than k * d up to it before na2d
+            h, w = max(map_h, KERNEL_SIZE * dilation), max(map_w, KERNEL_SIZE * dilation)
+            row = {"stage": stage, "map": (h, w), "dilation": dilation, "layers": dilations.count(dilation),
+                   "heads": heads}
+            orders = {"old": (na_flex.TokenOrder(h, w, KERNEL_SIZE, dilation), OLD_FLEX_BLOCK),
+                      "new128": (na_flex.token_order(h, w, KERNEL_SIZE, dilation, OLD_FLEX_BLOCK), OLD_FLEX_BLOCK),
+                      "new": (na_flex.token_order(h, w, KERNEL_SIZE, dilation), na_flex.BLOCK_SIZE)}
+            for name, (order, block) in orders.items():
+                useful, scheduled = na_flex.block_counts(order, block)
+                row[name] = {"order": order.label, "block": block, "useful": useful, "scheduled": scheduled,
+                             "share": useful / scheduled}
+            rows.append(row)
+    return rows
+
+
+def print_flex_blocks(size, stages):
+    height, width = (int(s) for s in size.lower().split("x")) if "x" in size.lower() else (int(size),) * 2
+    start = time.perf_counter()
+    rows = flex_block_rows(height, width, stages)
+    print(f"# flex_attention block masks of DiNAT-L (kernel {KERNEL_SIZE}) at a {height}x{width} input: "
+          "useful share = real neighbour pairs / (non-empty (q block, kv block) pairs x block^2)")
+    print(f"# old: dilation groups, row-major, {OLD_FLEX_BLOCK}-token blocks (the order before tiling, its padding "
+          "counted as attending nothing); new: the backend's "
+          f"order now, {na_flex.BLOCK_SIZE}-token blocks (BLOCK_SIZE); new@{OLD_FLEX_BLOCK}: its order "
+          f"chosen for {OLD_FLEX_BLOCK}-token blocks")
+    header = (f"{'stage':>5} {'map':>9} {'dil':>3} {'layers':>6} {'old':>6} {'new@' + str(OLD_FLEX_BLOCK):>8} "
+              f"{'':18} {'new':>6}  new order")
+    print(header)
+    print("-" * (len(header) + 10))
+    for stage in stages:
+        mine = [row for row in rows if row["stage"] == stage]
+        for row in mine:
+            print(f"{stage:>5} {'{}x{}'.format(*row['map']):>9} {row['dilation']:>3} {row['layers']:>6} "
+                  f"{100 * row['old']['share']:5.1f}% {100 * row['new128']['share']:7.1f}% "
+                  f"{'(' + row['new128']['order'] + ')':18} {100 * row['new']['share']:5.1f}%  {row['new']['order']}")
+        total = {name: sum(r["layers"] * r[name]["useful"] for r in mine) /
+                 sum(r["layers"] * r[name]["scheduled"] for r in mine) for name in ("old", "new128", "new")}
+        print(f"{stage:>5} {'all':>9} {'':>3} {sum(r['layers'] for r in mine):>6} {100 * total['old']:5.1f}% "
+              f"{100 * total['new128']:7.1f}% {'':18} {100 * total['new']:5.1f}%  (stage, layers weighted)")
+    print(f"# counted in {time.perf_counter() - start:.1f} s on {torch.get_num_threads()} CPU threads")
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--stages", default="1,2,3,4", help="comma-separated DiNAT stages (1-4)")
@@ -183,8 +254,16 @@ def main(argv=None):
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--flex-blocks", metavar="SIZE",
+                        help="no timing: print the useful share of the flex block masks' scheduled work per "
+                             "stage/dilation at this input size (1024 or HxW), old vs new token order")
     parser.add_argument("--case", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+
+    if args.flex_blocks:
+        torch.set_num_threads(args.threads)
+        print_flex_blocks(args.flex_blocks, [int(s) for s in args.stages.split(",")])
+        return
 
     if args.case:  # child process of run_case_isolated
         print(json.dumps(run_case(json.loads(args.case))))
