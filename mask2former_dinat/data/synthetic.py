@@ -32,7 +32,7 @@ CATEGORIES = [
 ]
 THING_IDS = [c["id"] for c in CATEGORIES if c["isthing"]]
 STUFF_IDS = [c["id"] for c in CATEGORIES if not c["isthing"]]
-_FORMAT_VERSION = 1
+_FORMAT_VERSION = 2  # 2: shapes rasterised with numpy
 
 
 def _texture(rng, category_id, height, width):
@@ -52,22 +52,27 @@ def _texture(rng, category_id, height, width):
 
 
 def _shape_mask(rng, shape, height, width):
+    """bool [H, W] of one thing, rasterised with numpy at pixel centres (OpenCV's polygon
+    filling differs between its releases; this does not, so the dataset is the same everywhere)."""
     size = int(rng.integers(max(8, min(height, width) // 6), max(10, min(height, width) // 3)))
     cy = int(rng.integers(size // 2 + 1, height - size // 2 - 1))
     cx = int(rng.integers(size // 2 + 1, width - size // 2 - 1))
-    mask = np.zeros((height, width), np.uint8)
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float64)
+    dy, dx = yy - cy, xx - cx
     if shape == "circle":
-        cv2.circle(mask, (cx, cy), size // 2, 1, -1)
-    elif shape == "square":
-        angle = rng.uniform(0, 90)
-        box = cv2.boxPoints(((cx, cy), (size, size), angle)).astype(np.int32)
-        cv2.fillPoly(mask, [box], 1)
-    else:
-        angle = rng.uniform(0, 2 * math.pi)
-        pts = [(cx + size / 1.7 * math.cos(angle + k * 2 * math.pi / 3),
+        return dx * dx + dy * dy <= (size // 2) ** 2
+    if shape == "square":
+        angle = math.radians(rng.uniform(0, 90))
+        c, s = math.cos(angle), math.sin(angle)
+        half = size / 2
+        return (np.abs(dx * c + dy * s) <= half) & (np.abs(dy * c - dx * s) <= half)
+    angle = rng.uniform(0, 2 * math.pi)
+    corners = [(cx + size / 1.7 * math.cos(angle + k * 2 * math.pi / 3),
                 cy + size / 1.7 * math.sin(angle + k * 2 * math.pi / 3)) for k in range(3)]
-        cv2.fillPoly(mask, [np.array(pts, np.int32)], 1)
-    return mask.astype(bool)
+    # inside a triangle: on the same side of all three edges
+    sides = [(x1 - x0) * (yy - y0) - (y1 - y0) * (xx - x0)
+             for (x0, y0), (x1, y1) in zip(corners, corners[1:] + corners[:1])]
+    return ((sides[0] >= 0) & (sides[1] >= 0) & (sides[2] >= 0)) | ((sides[0] <= 0) & (sides[1] <= 0) & (sides[2] <= 0))
 
 
 def render_scene(rng, height, width, max_things=4, min_things=1):

@@ -86,3 +86,25 @@ def test_write_video_has_requested_frames_fps_and_size(tmp_path):
         assert frame.shape == (48, 64, 3)
         frames += 1
     assert frames == 6
+
+
+def test_scenes_are_bit_identical_on_every_supported_numpy_and_opencv():
+    # Pinned on numpy 1.23 + OpenCV 4.8 (the offline set-up) and numpy 2.3 + OpenCV 4.14 (upstream
+    # detectron2's): the main job's numbers depend on the data being the same everywhere.
+    import hashlib
+
+    image, ids, segments = synthetic.render_scene(np.random.default_rng(0), 128, 128)
+    assert hashlib.sha256(image.tobytes()).hexdigest() == "d15a533f8c3ab4104f0432cd49353fc02658561b2279e360526ef68248bc8999"
+    assert hashlib.sha256(ids.tobytes()).hexdigest() == "5f80d170f9c94a384cbb4fa149b91a45e578fa2ee6539b5539ac0631cc7521c7"
+    assert [s["category_id"] for s in segments] == [6, 7, 5, 2, 2, 1, 2]
+
+
+def test_each_shape_is_drawn_at_its_drawn_size():
+    rng = np.random.default_rng(3)
+    for shape, (low, high) in {"circle": (0.7, 0.8), "square": (0.95, 1.05), "triangle": (0.38, 0.50)}.items():
+        for _ in range(5):
+            state = rng.bit_generator.state
+            size = int(rng.integers(max(8, 128 // 6), max(10, 128 // 3)))
+            rng.bit_generator.state = state
+            area = synthetic._shape_mask(rng, shape, 128, 128).sum()
+            assert low * size * size <= area <= high * size * size, (shape, size, area)
