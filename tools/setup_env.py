@@ -174,7 +174,8 @@ def main(argv=None):
     args = parser.parse_args(argv)
     venv = Path(args.venv).resolve()
     start = time.time()
-    if not venv_python(venv).exists():
+    if not venv_python(venv).exists() or not can_import(venv_python(venv), "pip"):
+        # a missing or half-made environment (e.g. an interrupted earlier run): (re)create it
         run([sys.executable, "-m", "venv", venv])
     python = venv_python(venv)
     pip = [python, "-m", "pip", "--disable-pip-version-check"]
