@@ -21,7 +21,7 @@ setup:
 test: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-## demo: the main job on its embedded default: train, evaluate and visualize on synthetic data (CPU, ~7 min)
+## demo: the main job on its embedded default: train, evaluate and visualize on synthetic data (CPU, ~8 min)
 demo: $(STAMP)
 	$(PY) tools/main_job.py $(DEMO_ARGS)
 
