@@ -12,7 +12,8 @@ synthetic panoptic dataset, on CPU, with no dataset, GPU or download.
 5. runs demo/demo.py on held-out images and on a generated video;
 6. writes <output>/metrics.json and prints a summary.
 
-    python tools/main_job.py [--output output/main_job] [--iterations N] [--seed 0] [--opts KEY VALUE ...]
+    python tools/main_job.py [--output output/main_job] [--iterations N] [--seed 0] [--threads 1]
+                             [--num-train 800] [--opts KEY VALUE ...]
 """
 import argparse
 import json
