@@ -131,3 +131,44 @@ def test_archive_builds_of_detectron2_are_cached_per_archive_python_and_torch(tm
     assert first != setup_env.wheel_cache_dir(sys.executable, b)
     assert first.parent == tmp_path / "cache" / "wheels"
     assert f"torch{torch.__version__}" in first.name and f"py{sys.version_info[0]}{sys.version_info[1]}" in first.name
+
+
+def test_shared_torch_folder_is_one_per_python_and_spec(tmp_path, monkeypatch):
+    setup_env = _setup_env()
+    monkeypatch.setenv("M2F_DINAT_CACHE", str(tmp_path))
+    default = setup_env.shared_torch_dir(sys.executable, "torch==2.14.1 torchvision==0.29.1")
+    assert default == setup_env.shared_torch_dir(sys.executable, "torchvision==0.29.1  torch==2.14.1")
+    assert default != setup_env.shared_torch_dir(sys.executable, "torch==2.9.1 torchvision==0.24.1")
+    assert default.parent == tmp_path / "torch"
+    assert default.name.startswith(f"py{sys.version_info[0]}{sys.version_info[1]}-torch2.14.1-torchvision0.29.1-")
+
+
+def test_interrupted_shared_torch_install_is_redone_not_reused(tmp_path):
+    """A shared torch folder counts only once its install finished; torchvision comes without deps."""
+    setup_env = _setup_env()
+    calls = tmp_path / "calls.txt"
+    fake_pip = tmp_path / "fake_pip.py"
+    fake_pip.write_text(
+        "import pathlib, sys\n"
+        "args = sys.argv[1:]\n"
+        f"calls = pathlib.Path({str(calls)!r})\n"
+        "calls.write_text((calls.read_text() if calls.exists() else '') + ' '.join(args) + '\\n')\n"
+        "target = pathlib.Path(args[args.index('--target') + 1]); target.mkdir(parents=True, exist_ok=True)\n"
+        "(target / args[-1].split('==')[0]).write_text('')\n"
+        "sys.exit(1 if calls.read_text().count('\\n') == 1 else 0)\n")
+    pip = [sys.executable, str(fake_pip)]
+    target = tmp_path / "torch" / "py-x"
+    try:
+        setup_env.install_shared_torch(pip, target, "torch==1 torchvision==2")
+    except subprocess.CalledProcessError:
+        pass
+    else:
+        raise AssertionError("the first (failing) install must raise")
+    assert not (target / ".complete").exists()
+    setup_env.install_shared_torch(pip, target, "torch==1 torchvision==2")
+    assert (target / ".complete").exists() and (target / "torch").exists() and (target / "torchvision").exists()
+    lines = calls.read_text().splitlines()
+    assert len(lines) == 3 and lines[1].endswith("torch==1") and "--no-deps" not in lines[1]
+    assert "--no-deps" in lines[2] and lines[2].endswith("torchvision==2")
+    setup_env.install_shared_torch(pip, target, "torch==1 torchvision==2")  # complete: nothing to do
+    assert len(calls.read_text().splitlines()) == 3

@@ -7,7 +7,12 @@ Run by `make setup` (and so by `make test` / `make demo`) with any Python >= 3.9
 Steps, each skipped when already satisfied, so a second run takes seconds:
 1. the virtual environment;
 2. torch + torchvision (default torch==2.14.1 torchvision==0.29.1; override with
-   TORCH_SPEC="torch==X torchvision==Y", or keep whatever torch the venv has);
+   TORCH_SPEC="torch==X torchvision==Y", or keep whatever torch the venv has). They are
+   installed once per machine, Python and spec into a shared folder,
+   $M2F_DINAT_CACHE/torch/<python>-<spec> (a CUDA build is about 5.5 GB), which each
+   environment adds to its path with a .pth file: a second environment (.venv-upstream, a
+   re-created .venv, another clone) costs no more disk. M2F_SHARED_TORCH=0 installs torch
+   into the environment itself;
 3. detectron2, from the first source that applies:
    (a) a detectron2 already importable in the venv is kept;
    (b) upstream detectron2 built from source, when DETECTRON2_SOURCE names a local
@@ -27,6 +32,7 @@ Which detectron2 source was used, and why natten is or is not installed, is writ
 <venv>/mask2former_dinat_setup.json, which `python -m mask2former_dinat.env` reports.
 """
 import argparse
+import fcntl
 import hashlib
 import json
 import os
@@ -43,6 +49,7 @@ FALLBACK_CONSTRAINTS = ROOT / "tools" / "detectron2_0.6_constraints.txt"
 NATTEN_SPEC = "natten>=0.21,<0.22"
 PANOPTICAPI_SPEC = "panopticapi-lite==0.2.0"
 RECORD_NAME = "mask2former_dinat_setup.json"
+SHARED_TORCH_PTH = "mask2former_dinat_shared_torch.pth"
 
 
 def log(msg):
@@ -76,21 +83,77 @@ def upstream_reachable(timeout=15):
         return False
 
 
+def cache_root():
+    return Path(os.environ.get("M2F_DINAT_CACHE", Path.home() / ".cache" / "mask2former_dinat"))
+
+
+def python_tag(python):
+    probe = "import sys; print(f'py{sys.version_info[0]}{sys.version_info[1]}')"
+    return subprocess.run([str(python), "-c", probe], capture_output=True, text=True, check=True).stdout.strip()
+
+
+def site_packages(python):
+    probe = "import sysconfig; print(sysconfig.get_paths()['purelib'])"
+    return Path(subprocess.run([str(python), "-c", probe], capture_output=True, text=True,
+                               check=True).stdout.strip())
+
+
+def shared_torch_dir(python, spec):
+    """The shared folder that holds torch for this Python and spec (one per machine)."""
+    words = sorted(spec.split())
+    readable = "-".join(w.replace("==", "") for w in words)[:80]
+    digest = hashlib.sha256(" ".join(words).encode()).hexdigest()[:8]
+    return cache_root() / "torch" / f"{python_tag(python)}-{readable}-{digest}"
+
+
+def install_shared_torch(pip, target, spec):
+    """pip-install `spec` into the folder `target` once; concurrent set-ups wait for each other.
+
+    torch comes with its own dependencies (CUDA libraries, sympy, ...); torchvision without its
+    numpy and Pillow, which each environment installs under its own bounds (detectron2 0.6 needs
+    numpy < 1.24 and Pillow < 10), so that the shared folder never shadows them.
+    """
+    complete = target / ".complete"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with open(target.with_name(target.name + ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if complete.exists():
+            return
+        shutil.rmtree(target, ignore_errors=True)  # a partial install from an interrupted run
+        vision = [w for w in spec.split() if w.startswith("torchvision")]
+        rest = [w for w in spec.split() if not w.startswith("torchvision")]
+        log(f"torch: installing {spec} once into {target} (shared by every environment on this machine)")
+        run(pip + ["install", "--target", target] + rest)
+        if vision:
+            run(pip + ["install", "--no-deps", "--target", target] + vision)
+        complete.write_text(spec + "\n")
+
+
 def ensure_torch(python, pip):
     spec = os.environ.get("TORCH_SPEC")
-    if spec is None and imports_cleanly(python, "import torch, torchvision"):
+    if spec is None and imports_cleanly(python, "import torch"):
         log("torch: keeping the installed torch/torchvision")
-        return
-    run(pip + ["install"] + (spec or DEFAULT_TORCH_SPEC).split())
+        return None
+    spec = spec or DEFAULT_TORCH_SPEC
+    if os.environ.get("M2F_SHARED_TORCH") == "0":
+        run(pip + ["install"] + spec.split())
+        return f"{spec} in the environment (M2F_SHARED_TORCH=0)"
+    shared = shared_torch_dir(python, spec)
+    install_shared_torch(pip, shared, spec)
+    # Appended to sys.path after the environment's own site-packages, so that whatever the
+    # environment installs itself (numpy, Pillow, setuptools, ...) takes precedence.
+    (site_packages(python) / SHARED_TORCH_PTH).write_text(f"{shared}\n")
+    log(f"torch: {spec} from {shared}")
+    return f"{spec} shared from {shared}"
 
 
 def wheel_cache_dir(python, archive):
     """Where the wheel built from `archive` for this Python and torch is kept."""
     digest = hashlib.sha256(Path(archive).read_bytes()).hexdigest()[:16]
-    probe = "import sys, torch; print(f'py{sys.version_info[0]}{sys.version_info[1]}-torch{torch.__version__}')"
-    tag = subprocess.run([str(python), "-c", probe], capture_output=True, text=True, check=True).stdout.strip()
-    root = Path(os.environ.get("M2F_DINAT_CACHE", Path.home() / ".cache" / "mask2former_dinat"))
-    return root / "wheels" / f"detectron2-{digest}-{tag}"
+    probe = "import torch; print(torch.__version__)"
+    torch_version = subprocess.run([str(python), "-c", probe], capture_output=True, text=True,
+                                   check=True).stdout.strip()
+    return cache_root() / "wheels" / f"detectron2-{digest}-{python_tag(python)}-torch{torch_version}"
 
 
 def install_from_source(pip, python, target):
@@ -182,7 +245,12 @@ def main(argv=None):
     record_path = venv / RECORD_NAME
     record = json.loads(record_path.read_text()) if record_path.exists() else {}
 
-    ensure_torch(python, pip)
+    # detectron2 is built from source without build isolation: it needs a setuptools that has
+    # bdist_wheel built in (>= 70.1), which a new venv's bundled one may lack.
+    if not imports_cleanly(python, "import setuptools.command.bdist_wheel"):
+        run(pip + ["install", "-q", "setuptools>=70.1"])
+    torch_source = ensure_torch(python, pip)
+    record["torch_source"] = torch_source or record.get("torch_source", "installed in the environment")
     constraints = ensure_detectron2(python, pip, record)
     c_args = ["-c", constraints] if constraints else []
     run(pip + ["install", "-q"] + c_args + ["-e", f"{ROOT}[test]"])
