@@ -142,6 +142,7 @@ class WarmupPolyLR(_DeepLabWarmupPolyLR):
 
     Its checkpointed state is its progress only, so a resumed run follows the schedule of its
     own config (e.g. a larger SOLVER.MAX_ITER) instead of the one saved with the checkpoint.
+    Every detectron2 needs this, not only release 0.6: upstream's DeepLab WarmupPolyLR is unchanged.
     """
 
     _SETTINGS = ("max_iters", "warmup_factor", "warmup_iters", "warmup_method", "power", "constant_ending")

@@ -14,14 +14,12 @@ padding, mask upsampling, semantic/panoptic/instance inference), with the fastes
 import argparse
 import resource
 import statistics
-import sys
 import time
 from pathlib import Path
 
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 
 DEFAULT_CONFIG = str(REPO / "configs/coco/panoptic-segmentation/dinat/maskformer2_dinat_large_IN21k_384_bs16_100ep.yaml")
 STAGES = ("backbone", "pixel decoder", "transformer decoder")

@@ -36,10 +36,9 @@ from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
 from mask2former_dinat.layers import na2d, na_backend, na_flex
+
+ROOT = Path(__file__).resolve().parents[1]
 
 KERNEL_SIZE = 11
 HEAD_DIM = 32

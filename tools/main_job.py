@@ -3,7 +3,7 @@
 synthetic panoptic dataset, on CPU, with no dataset, GPU or download.
 
 1. writes the synthetic dataset (COCO panoptic format) under $DETECTRON2_DATASETS/synthetic;
-2. builds train_net.py's Trainer for configs/synthetic/maskformer2_dinat_tiny_synthetic_panoptic.yaml
+2. builds mask2former_dinat.engine's Trainer for configs/synthetic/maskformer2_dinat_tiny_synthetic_panoptic.yaml
    (seeded) and evaluates its model on the held-out split (PQ, PQ_th, PQ_st, AP, mIoU): the
    untrained baseline is the very model training then starts from;
 3. trains it for SOLVER.MAX_ITER iterations (or --iterations), the same number on every machine,
@@ -24,21 +24,19 @@ import sys
 import time
 from pathlib import Path
 
+import cv2
+import torch
+from detectron2.engine import HookBase, hooks
+from detectron2.utils.env import seed_all_rng
+from detectron2.utils.logger import setup_logger
+
+import mask2former_dinat  # noqa: F401  (registers the model and datasets)
+from mask2former_dinat.config import get_cfg
+from mask2former_dinat.data import synthetic
+from mask2former_dinat.data.datasets import datasets_root
+from mask2former_dinat.engine import Trainer
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))  # train_net.py lives at the repository root
-
-import cv2  # noqa: E402
-import torch  # noqa: E402
-from detectron2.engine import HookBase, hooks  # noqa: E402
-from detectron2.utils.env import seed_all_rng  # noqa: E402
-from detectron2.utils.logger import setup_logger  # noqa: E402
-
-import mask2former_dinat  # noqa: E402,F401  (registers the model and datasets)
-from mask2former_dinat.config import get_cfg  # noqa: E402
-from mask2former_dinat.data import synthetic  # noqa: E402
-from mask2former_dinat.data.datasets import datasets_root  # noqa: E402
-from train_net import Trainer  # noqa: E402
-
 CONFIG = ROOT / "configs" / "synthetic" / "maskformer2_dinat_tiny_synthetic_panoptic.yaml"
 METRICS = ("PQ", "PQ_th", "PQ_st", "AP", "mIoU")
 logger = logging.getLogger("mask2former_dinat.main_job")
@@ -81,7 +79,7 @@ class Progress(HookBase):
 
 
 class MainJobTrainer(Trainer):
-    """train_net.py's Trainer with a progress line and without the evaluation detectron2's
+    """The project's Trainer with a progress line and without the evaluation detectron2's
     EvalHook runs after the last iteration (the main job evaluates the trained model itself)."""
 
     def __init__(self, cfg, progress=True):

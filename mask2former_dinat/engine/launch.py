@@ -1,9 +1,10 @@
 """Start one training/evaluation process per device, on GPUs or on CPU.
 
-detectron2 0.6's `launch` asserts CUDA and always joins processes with NCCL. Without
-CUDA this launcher starts the processes itself and joins them with gloo, then sets up
-detectron2's per-machine ("local") process group the way detectron2's launch does, so
-`detectron2.utils.comm` (ranks, gathers, barriers) works the same on CPU.
+Needed by detectron2 release 0.6 only: its `launch` asserts CUDA and always joins processes
+with NCCL. There, without CUDA, this launcher starts the processes itself and joins them with
+gloo, then sets up detectron2's per-machine ("local") process group the way detectron2's launch
+does, so `detectron2.utils.comm` (ranks, gathers, barriers) works the same on CPU. With CUDA, or
+on later upstream detectron2 (whose launch runs on CPU with gloo), detectron2's launch runs.
 """
 import contextlib
 import logging
@@ -17,6 +18,8 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from detectron2.engine import launch as _detectron2_launch
 from detectron2.utils import comm
+
+from . import detectron2_release
 
 __all__ = ["DEFAULT_TIMEOUT", "launch"]
 
@@ -34,7 +37,7 @@ def launch(
 ):
     """Call `main_func(*args)` in `num_processes_per_machine` processes on each machine.
 
-    With CUDA this is detectron2's launch (one process per GPU, NCCL). Without CUDA the
+    With CUDA, or on upstream detectron2 after 0.6, this is detectron2's launch. Without CUDA the
     processes run on CPU and communicate with gloo. `dist_url` is the rendezvous address
     ("tcp://host:port"); "auto" rendezvouses through a temporary file (single machine only). One process
     in total runs `main_func` in this process, without a process group.
@@ -46,7 +49,7 @@ def launch(
         )
     if not 0 <= machine_rank < num_machines:
         raise ValueError(f"machine_rank must be in [0, {num_machines}), got {machine_rank}.")
-    if torch.cuda.is_available():
+    if torch.cuda.is_available() or not detectron2_release.is_release_0_6():
         return _detectron2_launch(
             main_func,
             num_processes_per_machine,
