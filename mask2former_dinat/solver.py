@@ -1,4 +1,4 @@
-"""Optimizer and learning-rate schedule for training (used by train_net.py).
+"""Optimizer and learning-rate schedule for training (used by the Trainer, mask2former_dinat.engine).
 
 `build_optimizer` groups parameters the way Mask2Former + DiNAT were trained:
 the backbone's learning rate is scaled by SOLVER.BACKBONE_MULTIPLIER, normalization

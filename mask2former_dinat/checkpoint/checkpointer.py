@@ -1,4 +1,4 @@
-"""`Mask2FormerCheckpointer`: the DetectionCheckpointer that train_net.py, the demo and the tools use.
+"""`Mask2FormerCheckpointer`: the DetectionCheckpointer that the Trainer, the demo and the tools use.
 
 On top of detectron2's behaviour (the `{"model": state_dict, ...}` format, resume of optimizer /
 scheduler / iteration, name matching for converted `.pkl` backbones) it takes MODEL.WEIGHTS as a
@@ -26,7 +26,6 @@ from .key_report import CheckpointKeyReport, CheckpointMismatchError, Pretrainin
 from .restricted_load import load_checkpoint_file, pickle_allowed_by_env
 
 __all__ = ["Mask2FormerCheckpointer"]
-
 
 
 class Mask2FormerCheckpointer(DetectionCheckpointer):

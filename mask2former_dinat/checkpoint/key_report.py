@@ -311,11 +311,9 @@ def compare_state_dicts(
     return CheckpointKeyReport(source, missing, unexpected, mismatches, loaded, len(model_state), config)
 
 
-
 class CheckpointMismatchError(ValueError):
     """The checkpoint does not fit the model; `.report` says which keys."""
 
     def __init__(self, message: str, report: "CheckpointKeyReport"):
         super().__init__(message)
         self.report = report
-

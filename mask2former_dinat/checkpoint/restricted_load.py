@@ -26,8 +26,6 @@ class UnsafeCheckpointError(ValueError):
     """A checkpoint file holds Python objects that only full unpickling (which can run code) would load."""
 
 
-
-
 def pickle_allowed_by_env() -> bool:
     """Whether env M2F_DINAT_ALLOW_PICKLE opts in to full unpickling of trusted legacy checkpoints."""
     return os.environ.get(ALLOW_PICKLE_ENV, "").strip().lower() in ("1", "true", "yes", "on")
@@ -146,4 +144,3 @@ def load_checkpoint_file(path: str, *, allow_pickle: bool = False) -> Dict[str, 
         rest = {k: v for k, v in data.items() if k != "state_dict"}
         return {"model": data["state_dict"], **rest}
     return {"model": data}
-
