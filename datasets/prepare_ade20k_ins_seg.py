@@ -6,9 +6,8 @@ Reads ADEChallengeData2016/images/<split>/*.jpg and annotations_instance/<split>
 ADEChallengeData2016/ade20k_instance_{train,val}.json over the 100 thing classes; category
 ids are the 0-based ADE20K-150 ids of the things. Prints the instances per split.
 """
-from _ade20k_cli import run
-
-from mask2former_dinat.data.datasets.convert_ade20k_instance import convert_ade20k_instances
+from mask2former_dinat.data.prepare.ade20k_instance import convert_ade20k_instances
+from mask2former_dinat.data.prepare.command_line import run_ade20k
 
 if __name__ == "__main__":
-    run(__doc__, convert_ade20k_instances, ["images/{dirname}", "annotations_instance/{dirname}"])
+    run_ade20k(__doc__, convert_ade20k_instances, ["images/{dirname}", "annotations_instance/{dirname}"])

@@ -7,9 +7,8 @@ annotations_instance/<split>/*.png (the scene-parsing instance annotations: R = 
 and ade20k_panoptic_{train,val}.json: stuff segments from the semantic labels, one thing segment
 per instance; category ids are the 0-based ADE20K-150 ids. Prints the images per split.
 """
-from _ade20k_cli import run
-
-from mask2former_dinat.data.datasets.convert_ade20k_panoptic import convert_ade20k_panoptic
+from mask2former_dinat.data.prepare.ade20k_panoptic import convert_ade20k_panoptic
+from mask2former_dinat.data.prepare.command_line import run_ade20k
 
 if __name__ == "__main__":
-    run(__doc__, convert_ade20k_panoptic, ["images/{dirname}", "annotations/{dirname}", "annotations_instance/{dirname}"])
+    run_ade20k(__doc__, convert_ade20k_panoptic, ["images/{dirname}", "annotations/{dirname}", "annotations_instance/{dirname}"])

@@ -6,9 +6,8 @@ ADEChallengeData2016/annotations_detectron2/{training,validation}/*.png (label -
 ignore): the labels of ``ade20k_sem_seg_*`` and the semantic labels of ``ade20k_panoptic_*``.
 Prints the number of files written per split.
 """
-from _ade20k_cli import run
-
-from mask2former_dinat.data.datasets.convert_ade20k_sem_seg import convert_ade20k_sem_seg
+from mask2former_dinat.data.prepare.ade20k_sem_seg import convert_ade20k_sem_seg
+from mask2former_dinat.data.prepare.command_line import run_ade20k
 
 if __name__ == "__main__":
-    run(__doc__, convert_ade20k_sem_seg, ["images/{dirname}", "annotations/{dirname}"])
+    run_ade20k(__doc__, convert_ade20k_sem_seg, ["images/{dirname}", "annotations/{dirname}"])

@@ -1,9 +1,10 @@
 """`python -m mask2former_dinat.env`: what a bug report needs.
 
-Python, torch and its CUDA, detectron2 (version, where it came from, whether its
-C++ ops exist), natten (version, whether it can serve DiNAT's biased attention),
-which neighborhood-attention backend runs, and the versions of the data/eval
-libraries.
+What only this project knows -- where detectron2 came from and whether its C++ ops exist,
+natten (version, whether it can serve DiNAT's biased attention), which neighborhood- and
+deformable-attention backends run, the versions of the data/eval libraries -- followed by
+detectron2's own environment report (``detectron2.utils.collect_env``: Python, numpy,
+detectron2, PyTorch and its build, GPUs and CUDA, Pillow, torchvision, OpenCV).
 """
 import importlib
 import importlib.metadata
@@ -33,12 +34,11 @@ def _setup_record():
 
 
 def detectron2_info():
-    """(version and location, source (a)/(b)/(c), C++ ops status)."""
+    """(source (a)/(b)/(c), C++ ops status)."""
     try:
-        import detectron2
+        import detectron2  # noqa: F401
     except ImportError as e:
-        return f"not importable: {e}", "none", "n/a"
-    where = f"{detectron2.__version__} @ {Path(detectron2.__file__).parent}"
+        return f"none: detectron2 is not importable ({e})", "n/a"
     try:
         from detectron2 import _C
     except ImportError as e:
@@ -51,7 +51,7 @@ def detectron2_info():
     if source is None:
         source = ("(c) offline fallback: pb1-detectron2 0.6 without C++ ops" if stub
                   else "(a) installed outside `make setup`")
-    return where, source, ops
+    return source, ops
 
 
 def natten_info():
@@ -86,29 +86,18 @@ def msda_backend_info():
 
 
 def collect():
-    """The report as (key, value) rows."""
-    import torch
-
-    d2_where, d2_source, d2_ops = detectron2_info()
+    """This project's part of the report as (key, value) rows."""
+    d2_source, d2_ops = detectron2_info()
     natten_version, natten_bias = natten_info()
-    cuda = torch.version.cuda or "none (CPU build)"
-    gpus = ", ".join(torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())) or "none"
     return [
-        ("Python", sys.version.split()[0] + f" ({platform.platform()})"),
         ("mask2former_dinat", _version("mask2former-dinat")),
-        ("torch", f"{torch.__version__} @ {Path(torch.__file__).parent}"),
-        ("torch CUDA", f"{cuda}; available: {torch.cuda.is_available()}; GPUs: {gpus}"),
-        ("torchvision", _version("torchvision")),
-        ("detectron2", d2_where),
+        ("platform", platform.platform()),
         ("detectron2 source", d2_source),
         ("detectron2 C++ ops", d2_ops),
         ("natten", natten_version),
         ("natten serves DiNAT's biased attention", natten_bias),
         ("neighborhood attention backend", na_backend_info()),
         ("deformable attention backend", msda_backend_info()),
-        ("numpy", _version("numpy")),
-        ("Pillow", _version("Pillow")),
-        ("opencv", _version("cv2", "cv2")),
         ("pycocotools", _version("pycocotools")),
         ("panopticapi", _version("panopticapi-lite", "panopticapi")),
         ("cityscapesscripts", _version("cityscapesscripts")),
@@ -128,6 +117,12 @@ def format_report(rows):
 
 def main():
     print(format_report(collect()))
+    try:
+        from detectron2.utils.collect_env import collect_env_info
+    except ImportError:
+        return  # the rows above say why
+    print()
+    print(collect_env_info())
 
 
 if __name__ == "__main__":

@@ -60,7 +60,7 @@ def test_env_report_names_detectron2_source_and_na_backend():
 def test_setup_record_matches_the_installed_detectron2():
     from mask2former_dinat.env import SETUP_RECORD, detectron2_info
 
-    _, source, ops = detectron2_info()
+    source, ops = detectron2_info()
     if SETUP_RECORD.exists():
         assert json.loads(SETUP_RECORD.read_text())["detectron2_source"] == source
     if source.startswith("(c)"):

@@ -1,2 +1,3 @@
-"""Datasets (registration) and dataset mappers (training-time loading and augmentation)."""
+"""Datasets (registration), dataset mappers (training-time loading and augmentation) and, in
+``prepare`` (imported on demand), the one-off conversions of downloaded datasets."""
 from . import datasets, dataset_mappers  # noqa: F401

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from panopticapi.utils import id2rgb
 from pycocotools import mask as mask_util
 
 CATEGORIES = [
@@ -101,15 +102,6 @@ def render_scene(rng, height, width, max_things=4, min_things=1):
     return np.clip(image, 0, 255).astype(np.uint8), ids, segments
 
 
-def _id_to_rgb(ids):
-    return np.stack([ids % 256, ids // 256 % 256, ids // 256 ** 2], axis=-1).astype(np.uint8)
-
-
-def _bbox(mask):
-    ys, xs = np.nonzero(mask)
-    return [int(xs.min()), int(ys.min()), int(xs.max() - xs.min() + 1), int(ys.max() - ys.min() + 1)]
-
-
 def write_split(split_dir, num_images, height, width, seed):
     """Writes one split (see the module docstring). Returns the panoptic JSON dict."""
     split_dir = Path(split_dir)
@@ -123,17 +115,17 @@ def write_split(split_dir, num_images, height, width, seed):
         name = f"{image_id:06d}"
         cv2.imwrite(str(split_dir / "images" / f"{name}.jpg"), image[:, :, ::-1],
                     [cv2.IMWRITE_JPEG_QUALITY, 95])
-        cv2.imwrite(str(split_dir / "panoptic" / f"{name}.png"), _id_to_rgb(ids)[:, :, ::-1])
+        cv2.imwrite(str(split_dir / "panoptic" / f"{name}.png"), id2rgb(ids)[:, :, ::-1])
         sem = np.full((height, width), 255, np.uint8)
         segments_info = []
         for seg in segments:
             mask = ids == seg["id"]
             sem[mask] = contiguous[seg["category_id"]]
+            rle = mask_util.encode(np.asfortranarray(mask.astype(np.uint8)))
             info = {"id": seg["id"], "category_id": seg["category_id"], "iscrowd": 0,
-                    "area": int(mask.sum()), "bbox": _bbox(mask)}
+                    "area": int(mask_util.area(rle)), "bbox": [int(v) for v in mask_util.toBbox(rle)]}
             segments_info.append(info)
             if seg["category_id"] in THING_IDS:
-                rle = mask_util.encode(np.asfortranarray(mask.astype(np.uint8)))
                 rle["counts"] = rle["counts"].decode("ascii")
                 instances.append({"id": len(instances) + 1, "image_id": image_id,
                                   "category_id": seg["category_id"], "segmentation": rle,

@@ -2,11 +2,14 @@
 into model inputs: image uint8 [3, H, W] within the crop / jitter size, sem_seg padded with the
 ignore label, and instances whose classes and masks match what was written and what the image
 shows."""
+import random
+
 import numpy as np
 import pycocotools.mask as mask_util
 import pytest
 import torch
 from detectron2.data import DatasetCatalog
+from detectron2.projects.point_rend import ColorAugSSDTransform
 from helpers.dataset_writers import use_datasets_root, write_ade20k, write_cityscapes, write_coco
 from torch.nn import functional as F
 
@@ -16,13 +19,13 @@ from mask2former_dinat.data.dataset_mappers import (
     DATASET_MAPPER_REGISTRY,
     COCOInstanceNewBaselineDatasetMapper,
     COCOPanopticNewBaselineDatasetMapper,
-    ColorAugSSDTransform,
     MaskFormerInstanceDatasetMapper,
     MaskFormerPanopticDatasetMapper,
     MaskFormerSemanticDatasetMapper,
     build_train_loader,
     build_train_mapper,
 )
+from mask2former_dinat.data.dataset_mappers.augmentations import build_maskformer_augmentation
 
 
 @pytest.fixture(scope="module")
@@ -344,11 +347,12 @@ def test_mappers_refuse_inference_and_wrong_records(data):
 
 
 def test_color_aug_ssd_is_photometric_only_and_channel_order_aware():
+    # detectron2's PointRend transform, which draws from Python's `random`
     rng = np.random.default_rng(0)
     rgb = rng.integers(0, 256, (16, 24, 3), dtype=np.uint8)
     outs = []
     for fmt, img in (("RGB", rgb), ("BGR", rgb[:, :, ::-1])):
-        np.random.seed(3)
+        random.seed(3)
         t = ColorAugSSDTransform(img_format=fmt)
         outs.append([t.apply_image(img) for _ in range(5)])
     for a, b in zip(*outs):
@@ -360,8 +364,10 @@ def test_color_aug_ssd_is_photometric_only_and_channel_order_aware():
     assert t.apply_segmentation(seg) is seg
     coords = np.array([[1.0, 2.0]])
     assert t.apply_coords(coords) is coords
+    cfg = get_cfg()
+    cfg.INPUT.COLOR_AUG_SSD, cfg.INPUT.FORMAT = True, "L"
     with pytest.raises(ValueError, match="RGB or BGR"):
-        ColorAugSSDTransform(img_format="L")
+        build_maskformer_augmentation(cfg, category_area_crop=False)
 
 
 # -------------------------------------------------------------------------------- targets

@@ -24,6 +24,7 @@ from typing import List, Tuple
 import cv2
 import numpy as np
 import pycocotools.mask as mask_util
+from panopticapi.utils import id2rgb
 from PIL import Image
 
 __all__ = [
@@ -127,15 +128,7 @@ def _uncompressed_rle(mask):
 
 
 def _bbox_xywh(mask):
-    ys, xs = np.nonzero(mask)
-    return [int(xs.min()), int(ys.min()), int(xs.max() - xs.min() + 1), int(ys.max() - ys.min() + 1)]
-
-
-def _save_rgb_ids(path, ids):
-    """A panoptic PNG: id = R + 256 G + 256^2 B."""
-    ids = ids.astype(np.uint32)
-    rgb = np.stack([ids % 256, ids // 256 % 256, ids // 256 // 256], axis=-1).astype(np.uint8)
-    Image.fromarray(rgb).save(path)
+    return [int(v) for v in mask_util.toBbox(mask_util.encode(np.asfortranarray(mask.astype(np.uint8))))]
 
 
 def _write_json(path, obj):
@@ -256,7 +249,7 @@ def write_coco_panoptic(root, split="val2017", scenes=None, semseg=True, write_i
                 }
             )
         png = image["file_name"].replace(".jpg", ".png")
-        _save_rgb_ids(os.path.join(panoptic_root, png), ids)
+        Image.fromarray(id2rgb(ids)).save(os.path.join(panoptic_root, png))  # id = R + 256 G + 256^2 B
         if semseg:
             Image.fromarray(semantic).save(os.path.join(semseg_root, png))
         annotations.append({"image_id": image["id"], "file_name": png, "segments_info": segments_info})
@@ -359,9 +352,9 @@ def write_ade20k(root, split="val", scenes=None, prepare=True):
             }
         )
     if prepare:
-        from mask2former_dinat.data.datasets.convert_ade20k_instance import convert_ade20k_instances
-        from mask2former_dinat.data.datasets.convert_ade20k_panoptic import convert_ade20k_panoptic
-        from mask2former_dinat.data.datasets.convert_ade20k_sem_seg import convert_ade20k_sem_seg
+        from mask2former_dinat.data.prepare.ade20k_instance import convert_ade20k_instances
+        from mask2former_dinat.data.prepare.ade20k_panoptic import convert_ade20k_panoptic
+        from mask2former_dinat.data.prepare.ade20k_sem_seg import convert_ade20k_sem_seg
 
         convert_ade20k_sem_seg(base, [split], workers=1)
         convert_ade20k_panoptic(base, [split], workers=1)
@@ -481,7 +474,7 @@ def use_datasets_root(root):
 
 DATASETS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "datasets")
 
-# Runs each script as __main__ (cwd = datasets/, so the scripts' sibling imports resolve) and
+# Runs each script as __main__ (cwd = datasets/, where a user runs them) and
 # marks the end of each run, with its exit code, on stdout and stderr.
 _RUNNER = """
 import runpy, sys

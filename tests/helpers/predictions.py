@@ -8,6 +8,8 @@ import torch
 from detectron2.data import DatasetCatalog
 from detectron2.structures import Boxes, Instances
 
+from mask2former_dinat.modeling.inference import masks_to_boxes
+
 __all__ = ["sem_seg_output", "panoptic_output", "instances_output", "evaluate_outputs"]
 
 
@@ -35,13 +37,9 @@ def instances_output(instances, shape, scores=None):
     given scores (default 0.9, 0.8, ...) and boxes around the masks."""
     kept = [x for x in instances if not x.get("iscrowd", 0)]
     masks = torch.stack([torch.as_tensor(x["mask"]) for x in kept]) if kept else torch.zeros((0, *shape), dtype=torch.bool)
-    boxes = []
-    for mask in masks:
-        ys, xs = torch.nonzero(mask, as_tuple=True)
-        boxes.append([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1])
     result = Instances(tuple(shape))
     result.pred_masks = masks
-    result.pred_boxes = Boxes(torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4))
+    result.pred_boxes = Boxes(masks_to_boxes(masks))
     result.pred_classes = torch.tensor([int(x["category_id"]) for x in kept], dtype=torch.int64)
     default = [0.9 - 0.05 * i for i in range(len(kept))]
     result.scores = torch.tensor(default if scores is None else scores, dtype=torch.float32)

@@ -1,6 +1,5 @@
 """Training dataset mappers, one per INPUT.DATASET_MAPPER_NAME (see build.py)."""
 from .build import DATASET_MAPPER_REGISTRY, build_train_loader, build_train_mapper, register_dataset_mapper
-from .color_aug_ssd_transform import ColorAugSSDTransform
 from .coco_instance_new_baseline_dataset_mapper import COCOInstanceNewBaselineDatasetMapper
 from .coco_panoptic_new_baseline_dataset_mapper import COCOPanopticNewBaselineDatasetMapper
 from .mask_former_instance_dataset_mapper import MaskFormerInstanceDatasetMapper
@@ -12,7 +11,6 @@ __all__ = [
     "build_train_loader",
     "build_train_mapper",
     "register_dataset_mapper",
-    "ColorAugSSDTransform",
     "COCOInstanceNewBaselineDatasetMapper",
     "COCOPanopticNewBaselineDatasetMapper",
     "MaskFormerInstanceDatasetMapper",

@@ -2,8 +2,7 @@
 import inspect
 
 from detectron2.data import transforms as T
-
-from .color_aug_ssd_transform import ColorAugSSDTransform
+from detectron2.projects.point_rend import ColorAugSSDTransform
 
 __all__ = ["build_flip", "build_lsj_augmentation", "build_maskformer_augmentation"]
 
@@ -42,7 +41,8 @@ def build_maskformer_augmentation(cfg, category_area_crop):
     """ResizeShortestEdge(MIN_SIZE_TRAIN, MAX_SIZE_TRAIN, MIN_SIZE_TRAIN_SAMPLING); if CROP.ENABLED
     a crop of CROP.TYPE/CROP.SIZE -- with ``category_area_crop``, one where no class but the
     ignore label covers more than CROP.SINGLE_CATEGORY_MAX_AREA (needs a sem_seg input); then
-    ColorAugSSDTransform if COLOR_AUG_SSD; then the flip."""
+    PointRend's ColorAugSSDTransform (SSD's photometric distortion, as the original Mask2Former
+    uses) if COLOR_AUG_SSD; then the flip."""
     augs = [
         T.ResizeShortestEdge(cfg.INPUT.MIN_SIZE_TRAIN, cfg.INPUT.MAX_SIZE_TRAIN, cfg.INPUT.MIN_SIZE_TRAIN_SAMPLING)
     ]
@@ -59,5 +59,7 @@ def build_maskformer_augmentation(cfg, category_area_crop):
         else:
             augs.append(T.RandomCrop(cfg.INPUT.CROP.TYPE, cfg.INPUT.CROP.SIZE))
     if cfg.INPUT.COLOR_AUG_SSD:
+        if cfg.INPUT.FORMAT not in ("BGR", "RGB"):
+            raise ValueError(f"INPUT.COLOR_AUG_SSD works on RGB or BGR images, not {cfg.INPUT.FORMAT!r} (INPUT.FORMAT)")
         augs.append(ColorAugSSDTransform(img_format=cfg.INPUT.FORMAT))
     return augs + build_flip(cfg)

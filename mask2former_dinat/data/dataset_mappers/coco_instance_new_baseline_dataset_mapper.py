@@ -2,12 +2,13 @@
 
 import numpy as np
 import torch
-from detectron2.structures import Instances
+from detectron2.structures import Boxes, Instances
 
 from .build import register_dataset_mapper
 from .lsj_dataset_mapper import LSJDatasetMapper
 from .mask_former_instance_dataset_mapper import transformed_masks
-from .targets import mask_boxes, stack_masks
+from ...modeling.inference import masks_to_boxes
+from .targets import stack_masks
 
 __all__ = ["COCOInstanceNewBaselineDatasetMapper"]
 
@@ -37,6 +38,6 @@ class COCOInstanceNewBaselineDatasetMapper(LSJDatasetMapper):
             instances = Instances(aug_input.image.shape[:2])
             instances.gt_classes = torch.tensor([classes[i] for i in keep], dtype=torch.int64)
             instances.gt_masks = stack_masks([masks[i] for i in keep], aug_input.image.shape[:2])
-            instances.gt_boxes = mask_boxes(instances.gt_masks)
+            instances.gt_boxes = Boxes(masks_to_boxes(instances.gt_masks))
             dataset_dict["instances"] = instances
         return dataset_dict

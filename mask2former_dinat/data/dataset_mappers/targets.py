@@ -3,15 +3,16 @@ semantic / panoptic label maps, and padding to a size multiple."""
 import numpy as np
 import pycocotools.mask as mask_util
 import torch
-from detectron2.structures import BitMasks, Boxes, Instances
+from detectron2.structures import Boxes, Instances
 from torch.nn import functional as F
+
+from ...modeling.inference import masks_to_boxes
 
 __all__ = [
     "IMAGE_PAD_VALUE",
     "annotation_mask",
     "instances_from_panoptic",
     "instances_from_semantic",
-    "mask_boxes",
     "pad_to_multiple",
     "stack_masks",
 ]
@@ -51,13 +52,6 @@ def stack_masks(masks, shape):
     return torch.stack([torch.as_tensor(np.ascontiguousarray(m)).bool() for m in masks])
 
 
-def mask_boxes(gt_masks):
-    """Tight XYXY Boxes of bool [N, H, W] masks (zeros for an empty mask)."""
-    if gt_masks.shape[0] == 0:
-        return Boxes(torch.zeros((0, 4)))
-    return BitMasks(gt_masks).get_bounding_boxes()
-
-
 def instances_from_semantic(sem_seg, ignore_label):
     """One target per class present in ``sem_seg`` (long [H, W]) other than ``ignore_label``:
     gt_classes long [N] (ascending), gt_masks bool [N, H, W]."""
@@ -78,7 +72,7 @@ def instances_from_panoptic(pan_ids, segments_info, with_boxes=False):
     instances.gt_classes = torch.tensor([s["category_id"] for s in segments], dtype=torch.int64)
     instances.gt_masks = stack_masks([pan_ids == s["id"] for s in segments], pan_ids.shape)
     if with_boxes:
-        instances.gt_boxes = mask_boxes(instances.gt_masks)
+        instances.gt_boxes = Boxes(masks_to_boxes(instances.gt_masks))
     return instances
 
 

@@ -14,10 +14,10 @@ import os
 from detectron2.data.datasets.builtin_meta import COCO_CATEGORIES
 from detectron2.data.datasets.coco_panoptic import load_coco_panoptic_json
 
-from .panoptic_loader import load_panoptic_json
-from .registration import checked_loader, register_dataset, require_paths
+from .panoptic_with_sem_seg import panoptic_semseg_metadata, register_panoptic_with_sem_seg
+from .registration import checked_loader, register_dataset
 
-__all__ = ["COCO_PANOPTIC_SPLITS", "coco_panoptic_semseg_metadata", "coco_panoptic_standard_metadata", "panoptic_semseg_metadata", "register_all_coco_panoptic"]
+__all__ = ["COCO_PANOPTIC_SPLITS", "coco_panoptic_semseg_metadata", "coco_panoptic_standard_metadata", "register_all_coco_panoptic"]
 
 # name -> (image folder, instances json, panoptic PNG folder, panoptic json, semantic PNG folder)
 COCO_PANOPTIC_SPLITS = {
@@ -36,23 +36,7 @@ COCO_PANOPTIC_SPLITS = {
         "coco/panoptic_semseg_val2017",
     ),
 }
-_SEMSEG_HINT = "Make the semantic PNGs with `python datasets/prepare_coco_semantic_annos_from_panoptic.py`"
-
-
-def panoptic_semseg_metadata(categories):
-    """Class names, colors and id maps of a COCO-format panoptic dataset with semantic labels,
-    for `categories` (COCO category dicts with id, name, isthing, color): things listed alone in
-    thing_classes; stuff_classes and the stuff map cover every category (things too), so the
-    semantic evaluator sees contiguous ids 0..len(categories)-1 = the index in `categories`."""
-    things = [c for c in categories if c["isthing"]]
-    return {
-        "thing_classes": [c["name"] for c in things],
-        "thing_colors": [c["color"] for c in things],
-        "stuff_classes": [c["name"] for c in categories],
-        "stuff_colors": [c["color"] for c in categories],
-        "thing_dataset_id_to_contiguous_id": {c["id"]: i for i, c in enumerate(categories) if c["isthing"]},
-        "stuff_dataset_id_to_contiguous_id": {c["id"]: i for i, c in enumerate(categories)},
-    }
+_SEMSEG_HINTS = {"sem_seg": "Make the semantic PNGs with `python datasets/prepare_coco_semantic_annos_from_panoptic.py`"}
 
 
 def coco_panoptic_semseg_metadata():
@@ -69,50 +53,31 @@ def coco_panoptic_standard_metadata():
     return dict(meta, stuff_dataset_id_to_contiguous_id=stuff)
 
 
-def _load_with_sem_seg(what, root, json_file, image_dir, panoptic_dir, semseg_dir, meta):
-    records = load_panoptic_json(json_file, image_dir, panoptic_dir, meta, semseg_dir=semseg_dir)
-    first = records[0]
-    require_paths(
-        what, root, "coco",
-        [first["file_name"], first["pan_seg_file_name"], (first["sem_seg_file_name"], _SEMSEG_HINT)],
-    )
-    return records
-
-
 def register_all_coco_panoptic(root):
+    standard_meta = coco_panoptic_standard_metadata()
     semseg_meta = coco_panoptic_semseg_metadata()
     for name, (image_dir, instances_json, panoptic_dir, panoptic_json, semseg_dir) in COCO_PANOPTIC_SPLITS.items():
         image_dir, instances_json, panoptic_dir, panoptic_json, semseg_dir = (
             os.path.join(root, p) for p in (image_dir, instances_json, panoptic_dir, panoptic_json, semseg_dir)
         )
-        files = dict(
-            panoptic_root=panoptic_dir,
-            image_root=image_dir,
-            panoptic_json=panoptic_json,
-            json_file=instances_json,
-            evaluator_type="coco_panoptic_seg",
-            ignore_label=255,
-            label_divisor=1000,
-        )
-        required = [image_dir, panoptic_dir, panoptic_json]
+        files = {"image_root": image_dir, "panoptic_root": panoptic_dir, "panoptic_json": panoptic_json}
+        common = dict(json_file=instances_json, evaluator_type="coco_panoptic_seg", ignore_label=255, label_divisor=1000)
 
-        standard_meta = coco_panoptic_standard_metadata()
         load = functools.partial(load_coco_panoptic_json, panoptic_json, image_dir, panoptic_dir, standard_meta)
         register_dataset(
             name,
-            checked_loader("COCO panoptic", root, "coco", required, load),
+            checked_loader("COCO panoptic", root, "coco", list(files.values()), load),
             **files,
+            **common,
             **standard_meta,
         )
-
-        what = "COCO panoptic with semantic"
-        load = functools.partial(
-            _load_with_sem_seg, what, root, panoptic_json, image_dir, panoptic_dir, semseg_dir, semseg_meta
-        )
-        register_dataset(
+        register_panoptic_with_sem_seg(
             name + "_with_sem_seg",
-            checked_loader(what, root, "coco", required + [(semseg_dir, _SEMSEG_HINT)], load),
-            sem_seg_root=semseg_dir,
-            **files,
-            **semseg_meta,
+            "COCO panoptic with semantic",
+            root,
+            "coco",
+            dict(files, sem_seg_root=semseg_dir),
+            semseg_meta,
+            hints=_SEMSEG_HINTS,
+            **common,
         )

@@ -4,9 +4,7 @@
 import os
 
 from .. import synthetic
-from .panoptic_loader import load_panoptic_json
-from .register_coco_panoptic_annos_semseg import panoptic_semseg_metadata
-from .registration import register_dataset
+from .panoptic_with_sem_seg import panoptic_semseg_metadata, register_panoptic_with_sem_seg
 
 __all__ = ["register_synthetic", "register_all_synthetic", "synthetic_metadata"]
 
@@ -20,6 +18,8 @@ def synthetic_metadata():
 def register_synthetic(data_dir, prefix="synthetic_panoptic"):
     """Registers `<prefix>_train` and `<prefix>_val` for the splits under data_dir; returns the names."""
     meta = synthetic_metadata()
+    hint = f"Create it with mask2former_dinat.data.synthetic.generate({str(data_dir)!r}) (`make demo` does)"
+    root, top = os.path.split(os.path.normpath(data_dir))
     names = []
     for split in ("train", "val"):
         d = os.path.join(data_dir, split)
@@ -27,20 +27,14 @@ def register_synthetic(data_dir, prefix="synthetic_panoptic"):
             "image_root": os.path.join(d, "images"),
             "panoptic_root": os.path.join(d, "panoptic"),
             "panoptic_json": os.path.join(d, "panoptic.json"),
-            "json_file": os.path.join(d, "instances.json"),
             "sem_seg_root": os.path.join(d, "sem_seg"),
         }
-
-        def load(files=files):
-            if not os.path.exists(files["panoptic_json"]):
-                raise FileNotFoundError(
-                    f"synthetic dataset: {files['panoptic_json']} does not exist; create it with "
-                    f"mask2former_dinat.data.synthetic.generate({data_dir!r}) (`make demo` does)")
-            return load_panoptic_json(files["panoptic_json"], files["image_root"], files["panoptic_root"], meta,
-                                      semseg_dir=files["sem_seg_root"])
-
         name = f"{prefix}_{split}"
-        register_dataset(name, load, **files, **meta)
+        register_panoptic_with_sem_seg(
+            name, "synthetic dataset", root, top, files, meta,
+            hints={"image": hint, "panoptic": hint, "sem_seg": hint},
+            json_file=os.path.join(d, "instances.json"),
+        )
         names.append(name)
     return names
 

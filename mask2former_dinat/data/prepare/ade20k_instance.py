@@ -7,10 +7,10 @@ import numpy as np
 import pycocotools.mask as mask_util
 from PIL import Image
 
-from .ade20k_annotations import bbox_xywh, image_stems, read_instance_png, thing_instances
-from .ade20k_categories import ADE20K_INSTANCE_CLASSES, ADE20K_THING_IDS
+from ..datasets.ade20k_categories import ADE20K_INSTANCE_CLASSES, ADE20K_THING_IDS
+from ..datasets.register_ade20k_semantic import ADE20K_SPLITS
+from .ade20k_annotations import image_stems, read_instance_png, thing_instances
 from .parallel_map import parallel_map
-from .register_ade20k_semantic import ADE20K_SPLITS
 
 __all__ = ["ade20k_instance_annotations", "convert_ade20k_instances"]
 
@@ -21,15 +21,14 @@ def ade20k_instance_annotations(instance_class, instance_index, image_id, source
     annotations = []
     for mask, category_id in thing_instances(instance_class, instance_index, source):
         rle = mask_util.encode(np.asfortranarray(mask.astype(np.uint8)))
-        rle["counts"] = rle["counts"].decode("ascii")
         annotations.append(
             {
                 "image_id": image_id,
                 "category_id": int(category_id),
                 "iscrowd": 0,
-                "bbox": bbox_xywh(mask),
-                "area": int(mask.sum()),
-                "segmentation": rle,
+                "bbox": [int(v) for v in mask_util.toBbox(rle)],
+                "area": int(mask_util.area(rle)),
+                "segmentation": dict(rle, counts=rle["counts"].decode("ascii")),
             }
         )
     return annotations

@@ -6,9 +6,9 @@ import os
 import numpy as np
 from PIL import Image
 
+from ..datasets.register_ade20k_semantic import ADE20K_SPLITS
 from .ade20k_annotations import semantic_to_contiguous
 from .parallel_map import parallel_map
-from .register_ade20k_semantic import ADE20K_SPLITS
 
 __all__ = ["convert_ade20k_sem_seg"]
 

@@ -9,7 +9,7 @@ from detectron2.data.datasets.builtin_meta import COCO_CATEGORIES
 from helpers.dataset_writers import run_prepare_scripts, write_coco_panoptic
 from PIL import Image
 
-from mask2former_dinat.data.datasets.convert_coco_panoptic_to_semantic import (
+from mask2former_dinat.data.prepare.coco_semantic_from_panoptic import (
     convert_coco_panoptic_to_semantic,
     panoptic_to_semantic,
 )

@@ -10,9 +10,9 @@ import os
 import numpy as np
 from PIL import Image
 
-from .ade20k_categories import ADE20K_THING_IDS
+from ..datasets.ade20k_categories import ADE20K_THING_IDS
 
-__all__ = ["semantic_to_contiguous", "read_instance_png", "thing_instances", "bbox_xywh", "image_stems"]
+__all__ = ["semantic_to_contiguous", "read_instance_png", "thing_instances", "image_stems"]
 
 
 def semantic_to_contiguous(raw, source="<array>"):
@@ -45,12 +45,6 @@ def thing_instances(instance_class, instance_index, source="<array>"):
             raise ValueError(f"{source}: instance {index} has instance classes {classes.tolist()}; expected one of 1..100")
         out.append((mask, ADE20K_THING_IDS[classes[0] - 1]))
     return out
-
-
-def bbox_xywh(mask):
-    """Tight [x, y, width, height] (ints) of a non-empty boolean mask."""
-    ys, xs = np.nonzero(mask)
-    return [int(xs.min()), int(ys.min()), int(xs.max() - xs.min() + 1), int(ys.max() - ys.min() + 1)]
 
 
 def image_stems(image_dir):

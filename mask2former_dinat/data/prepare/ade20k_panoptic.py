@@ -10,13 +10,14 @@ import json
 import os
 
 import numpy as np
+import pycocotools.mask as mask_util
 from panopticapi.utils import id2rgb
 from PIL import Image
 
-from .ade20k_annotations import bbox_xywh, image_stems, read_instance_png, semantic_to_contiguous, thing_instances
-from .ade20k_categories import ADE20K_THING_IDS, ade20k_categories
+from ..datasets.ade20k_categories import ADE20K_THING_IDS, ade20k_categories
+from ..datasets.register_ade20k_semantic import ADE20K_SPLITS
+from .ade20k_annotations import image_stems, read_instance_png, semantic_to_contiguous, thing_instances
 from .parallel_map import parallel_map
-from .register_ade20k_semantic import ADE20K_SPLITS
 
 __all__ = ["ade20k_panoptic_from_annotations", "convert_ade20k_panoptic"]
 
@@ -52,7 +53,8 @@ def ade20k_panoptic_from_annotations(semantic_raw, instance_class, instance_inde
     for seg in segments:
         mask = pan == seg["id"]
         if mask.any():
-            seg.update(area=int(mask.sum()), bbox=bbox_xywh(mask))
+            rle = mask_util.encode(np.asfortranarray(mask.astype(np.uint8)))
+            seg.update(area=int(mask_util.area(rle)), bbox=[int(v) for v in mask_util.toBbox(rle)])
             kept.append(seg)
     return pan, kept
 

@@ -11,9 +11,9 @@ from helpers.dataset_writers import run_prepare_scripts, write_ade20k
 from panopticapi.utils import rgb2id
 from PIL import Image
 
-from mask2former_dinat.data.datasets.ade20k_annotations import semantic_to_contiguous
-from mask2former_dinat.data.datasets.convert_ade20k_instance import ade20k_instance_annotations
-from mask2former_dinat.data.datasets.convert_ade20k_panoptic import ade20k_panoptic_from_annotations
+from mask2former_dinat.data.prepare.ade20k_annotations import semantic_to_contiguous
+from mask2former_dinat.data.prepare.ade20k_instance import ade20k_instance_annotations
+from mask2former_dinat.data.prepare.ade20k_panoptic import ade20k_panoptic_from_annotations
 
 # 3x4 scene: wall (1) on top, floor (4) below, two persons (13; instance class 4) and a chair
 # (20) that has no instance annotation; person 2's instance mask also covers a floor pixel.
