@@ -12,7 +12,8 @@ __all__ = ["add_dinat_config", "add_maskformer2_config", "get_cfg"]
 
 
 def add_dinat_config(cfg):
-    """MODEL.DINAT: the DiNAT backbone (published keys, then ours)."""
+    """MODEL.DINAT: the DiNAT backbone (published keys, then ours). Each key feeds the DiNAT argument
+    of the same name in lower case (modeling/backbone/d2_dinat.py, CONFIG_KEYS), and errors name the key."""
     cfg.MODEL.DINAT = CN()
     cfg.MODEL.DINAT.EMBED_DIM = 64
     cfg.MODEL.DINAT.DEPTHS = [3, 4, 6, 5]

@@ -1,7 +1,8 @@
-"""layers: neighborhood attention and position encodings.
+"""layers: neighborhood attention, multi-scale deformable attention and position encodings.
 
-The neighborhood-attention dispatcher's introspection (select_backend, describe_backends) lives
-in layers.neighborhood_attention; ms_deform_attn has a select_backend of its own.
+Each attention op picks its kernel through one BackendDispatcher (backend_dispatch.py) over
+an ordered tuple of backend modules, one file each: na_natten, na_flex, na_torch for
+neighborhood_attention; msda_compiled, msda_torch for ms_deform_attn.
 """
 from .neighborhood_attention import NeighborhoodAttention2D, na2d, na_backend
 from .position_encoding import PositionEmbeddingSine

@@ -12,119 +12,66 @@ level and sums them with attention weights. Layouts:
 Bilinear sampling follows grid_sample(align_corners=False, padding_mode="zeros"): pixel
 (i, j) has its centre at ((j + 0.5) / W, (i + 0.5) / H) and taps outside the map read zero.
 
-Backends, chosen by `select_backend` (and only there):
-  torch     pure PyTorch (F.grid_sample per level); any device and dtype, no compile step.
-  compiled  Mask2Former's / Deformable DETR's CUDA extension, the python module
-            `MultiScaleDeformableAttention`, when it is installed and the tensors are
-            float32/float64 on CUDA. It is imported lazily, on the first CUDA call.
-The environment variable M2F_MSDA_BACKEND=auto|torch|compiled forces a choice ("auto" or
-unset: compiled where it applies, else torch).
+Backends (one file each, the protocol of backend_dispatch.py; each ms_deform_attn takes
+(value, spatial_shapes, level_start_index, sampling_locations, attention_weights, layout)),
+in the order "auto" asks them:
+  compiled  msda_compiled.py  Mask2Former's CUDA extension, where it is installed and the
+                              tensors are float32/float64 on CUDA.
+  torch     msda_torch.py     pure PyTorch (F.grid_sample per level); any device and dtype.
+A backend is forced by the `msda_backend(...)` context manager or $M2F_MSDA_BACKEND
+(auto|torch|compiled), first to last. Arguments are checked once, by `check_msda_args`.
 """
-import functools
 import logging
 import math
-import os
-from typing import Optional, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.autograd.function import once_differentiable
+
+from . import msda_compiled, msda_torch
+from .backend_dispatch import BackendDispatcher
 
 __all__ = [
+    "BACKENDS",
+    "DISPATCHER",
     "ENV_VAR",
-    "EXTENSION_MODULE",
     "MSDeformAttn",
-    "compiled_availability",
-    "describe_backend",
+    "check_msda_args",
+    "describe_backends",
     "ms_deform_attn",
-    "ms_deform_attn_torch",
+    "msda_backend",
     "select_backend",
 ]
 
 logger = logging.getLogger(__name__)
 
 ENV_VAR = "M2F_MSDA_BACKEND"
-EXTENSION_MODULE = "MultiScaleDeformableAttention"
-_CHOICES = ("auto", "torch", "compiled")
-# Mask2Former's im2col_step: the compiled kernel processes the batch in chunks of this size.
-_IM2COL_STEP = 128
+# The order "auto" asks the backends in; adding a backend is adding its line.
+BACKENDS = (
+    msda_compiled,
+    msda_torch,
+)
+DISPATCHER = BackendDispatcher("multi-scale deformable attention", ENV_VAR, BACKENDS, context="msda_backend()")
 
 
-# ---------------------------------------------------------------------------------------
-# backend choice
+def msda_backend(name: str):
+    """Context manager forcing the backend of every ms_deform_attn call inside the block."""
+    return DISPATCHER.force(name)
 
 
-@functools.lru_cache(maxsize=None)
-def compiled_availability() -> Tuple[bool, str]:
-    """(whether the compiled extension imports and has its two entry points, why)."""
-    try:
-        import MultiScaleDeformableAttention as ext  # noqa: N813
-    except ImportError as e:
-        return False, (
-            f"python module {EXTENSION_MODULE!r} is not installed ({e}); build Mask2Former's "
-            "modeling/pixel_decoder/ops to get it"
-        )
-    except Exception as e:  # a broken build (undefined symbol, ABI mismatch) must not break imports
-        return False, f"python module {EXTENSION_MODULE!r} failed to import: {type(e).__name__}: {e}"
-    missing = [f for f in ("ms_deform_attn_forward", "ms_deform_attn_backward") if not hasattr(ext, f)]
-    if missing:
-        return False, f"python module {EXTENSION_MODULE!r} lacks {missing}"
-    return True, f"{EXTENSION_MODULE} from {getattr(ext, '__file__', '?')}"
+def select_backend(value: torch.Tensor, sampling_locations: torch.Tensor, attention_weights: torch.Tensor,
+                   backend: str | None = None) -> tuple[str, str]:
+    """(backend name, why) for a call with these tensors; ValueError if a forced backend cannot serve it."""
+    return DISPATCHER.select(value, sampling_locations, attention_weights, backend=backend)
 
 
-def _requested() -> str:
-    name = (os.environ.get(ENV_VAR) or "auto").strip().lower()
-    if name not in _CHOICES:
-        raise ValueError(f"${ENV_VAR}={os.environ.get(ENV_VAR)!r} is not a backend; choose one of {_CHOICES}")
-    return name
+def describe_backends() -> str:
+    """Human-readable summary for bug reports: availability of each backend and what auto picks."""
+    example = torch.empty(1, 1, 1, 1)
+    return DISPATCHER.describe([("cpu", (example, example, example))])
 
 
-def _compiled_unsupported(value: torch.Tensor, sampling_locations: torch.Tensor,
-                          attention_weights: torch.Tensor) -> Optional[str]:
-    """Why the compiled kernel cannot serve this call, or None if it can."""
-    if value.device.type != "cuda":
-        return f"tensors are on {value.device.type} and the compiled kernel runs on CUDA only"
-    if value.dtype not in (torch.float32, torch.float64):
-        return f"value is {value.dtype} and the compiled kernel takes float32 or float64"
-    if not (value.dtype == sampling_locations.dtype == attention_weights.dtype):
-        return "value, sampling_locations and attention_weights have different dtypes"
-    ok, why = compiled_availability()
-    return None if ok else why
-
-
-def select_backend(value: torch.Tensor, sampling_locations: torch.Tensor,
-                   attention_weights: torch.Tensor) -> Tuple[str, str]:
-    """("torch" | "compiled", why) for a call with these tensors.
-
-    Raises ValueError when $M2F_MSDA_BACKEND forces "compiled" and it cannot serve the call.
-    """
-    requested = _requested()
-    if requested == "torch":
-        return "torch", f"forced by ${ENV_VAR}=torch"
-    problem = _compiled_unsupported(value, sampling_locations, attention_weights)
-    if requested == "compiled":
-        if problem is not None:
-            raise ValueError(
-                f"${ENV_VAR}=compiled but the compiled deformable-attention kernel cannot serve this call: "
-                f"{problem}. Set {ENV_VAR}=auto or torch to use the pure PyTorch path."
-            )
-        return "compiled", f"forced by ${ENV_VAR}=compiled"
-    if problem is None:
-        return "compiled", "CUDA tensors and the compiled extension is installed"
-    return "torch", problem
-
-
-def describe_backend() -> str:
-    """Human-readable summary for bug reports."""
-    ok, why = compiled_availability()
-    lines = [
-        "multi-scale deformable attention backends:",
-        "  torch     available: pure PyTorch grid_sample path",
-        f"  compiled  {'available' if ok else 'unavailable'}: {why}",
-        f"  requested: {os.environ.get(ENV_VAR) or 'auto'} (${ENV_VAR})",
-    ]
-    return "\n".join(lines)
+describe_backend = describe_backends  # the env report's name for it
 
 
 _reported = set()
@@ -136,12 +83,9 @@ def _report(name: str, why: str) -> None:
         logger.info("multi-scale deformable attention: %s backend (%s)", name, why)
 
 
-# ---------------------------------------------------------------------------------------
-# the op
-
-
-def _level_layout(value, spatial_shapes, level_start_index, sampling_locations, attention_weights):
-    """Validate the op's arguments; returns [(H_l, W_l, start_l), ...] as python ints."""
+def check_msda_args(value, spatial_shapes, level_start_index, sampling_locations, attention_weights):
+    """Validate ms_deform_attn's arguments (ValueError naming the problem); returns the levels' layout
+    [(H_l, W_l, start_l), ...] as python ints."""
     if value.dim() != 4:
         raise ValueError(f"value must be [N, sum(H*W), n_heads, head_dim], got shape {tuple(value.shape)}")
     if sampling_locations.dim() != 6 or sampling_locations.shape[-1] != 2:
@@ -193,72 +137,13 @@ def _level_layout(value, spatial_shapes, level_start_index, sampling_locations, 
     return layout
 
 
-def ms_deform_attn_torch(value, layout, sampling_locations, attention_weights):
-    """The pure PyTorch path; `layout` is [(H_l, W_l, start_l), ...] (see module docstring)."""
-    n, _, heads, head_dim = value.shape
-    _, len_q, _, levels, points, _ = sampling_locations.shape
-    # grid_sample's grid is in [-1, 1]; with align_corners=False, -1 and 1 are the map's outer edges
-    grids = 2 * sampling_locations - 1
-    out = None
-    for lvl, (h, w, start) in enumerate(layout):
-        # [N, H*W, M, D] -> [N*M, D, H, W]
-        v = value[:, start:start + h * w].permute(0, 2, 3, 1).reshape(n * heads, head_dim, h, w)
-        # [N, Lq, M, P, 2] -> [N*M, Lq, P, 2]
-        g = grids[:, :, :, lvl].transpose(1, 2).reshape(n * heads, len_q, points, 2)
-        sampled = F.grid_sample(v, g, mode="bilinear", padding_mode="zeros", align_corners=False)
-        # [N*M, D, Lq, P] weighted by [N*M, 1, Lq, P], summed over points
-        wts = attention_weights[:, :, :, lvl].transpose(1, 2).reshape(n * heads, 1, len_q, points)
-        contrib = (sampled * wts).sum(-1)
-        out = contrib if out is None else out + contrib
-    return out.view(n, heads * head_dim, len_q).transpose(1, 2).contiguous()
-
-
-def _im2col_step(batch: int) -> int:
-    # the kernel asserts batch % min(batch, step) == 0
-    if batch <= _IM2COL_STEP:
-        return max(batch, 1)
-    return next(d for d in range(_IM2COL_STEP, 0, -1) if batch % d == 0)
-
-
-class _CompiledMSDA(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, value, spatial_shapes, level_start_index, sampling_locations, attention_weights, im2col_step):
-        import MultiScaleDeformableAttention as ext  # noqa: N813  (checked by select_backend)
-
-        ctx.im2col_step = im2col_step
-        ctx.save_for_backward(value, spatial_shapes, level_start_index, sampling_locations, attention_weights)
-        return ext.ms_deform_attn_forward(
-            value, spatial_shapes, level_start_index, sampling_locations, attention_weights, im2col_step
-        )
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, grad_output):
-        import MultiScaleDeformableAttention as ext  # noqa: N813
-
-        value, spatial_shapes, level_start_index, sampling_locations, attention_weights = ctx.saved_tensors
-        grad_value, grad_locations, grad_weights = ext.ms_deform_attn_backward(
-            value, spatial_shapes, level_start_index, sampling_locations, attention_weights,
-            grad_output.contiguous(), ctx.im2col_step,
-        )
-        return grad_value, None, None, grad_locations, grad_weights, None
-
-
 def ms_deform_attn(value, spatial_shapes, level_start_index, sampling_locations, attention_weights):
     """Multi-scale deformable attention; layouts in the module docstring. Returns [N, Len_q, n_heads * head_dim]."""
-    layout = _level_layout(value, spatial_shapes, level_start_index, sampling_locations, attention_weights)
+    layout = check_msda_args(value, spatial_shapes, level_start_index, sampling_locations, attention_weights)
     name, why = select_backend(value, sampling_locations, attention_weights)
     _report(name, why)
-    if name == "compiled":
-        return _CompiledMSDA.apply(
-            value.contiguous(), spatial_shapes.long().contiguous(), level_start_index.long().contiguous(),
-            sampling_locations.contiguous(), attention_weights.contiguous(), _im2col_step(value.shape[0]),
-        )
-    return ms_deform_attn_torch(value, layout, sampling_locations, attention_weights)
-
-
-# ---------------------------------------------------------------------------------------
-# the module
+    return DISPATCHER.backend(name).ms_deform_attn(
+        value, spatial_shapes, level_start_index, sampling_locations, attention_weights, layout)
 
 
 class MSDeformAttn(nn.Module):

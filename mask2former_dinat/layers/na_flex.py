@@ -32,19 +32,25 @@ else:
 BLOCK_SIZE = 64
 
 
+NAME = "flex"
+
+
 def availability():
     if flex_attention is None:
         return False, f"torch.nn.attention.flex_attention not importable ({_IMPORT_ERROR})"
     return True, f"torch {torch.__version__} flex_attention (compiled on CUDA, eager elsewhere)"
 
 
-def unsupported(query, rpb, dropout, needs_backward=False):
+def unsupported(query, rpb, attn_drop, needs_backward=False, automatic=False):
+    """Why flex cannot serve this call, or None (the backend protocol is in backend_dispatch.py)."""
     if flex_attention is None:
         return f"flex_attention is not importable ({_IMPORT_ERROR})"
-    if dropout:
+    if attn_drop:
         return "flex_attention has no attention dropout"
     if needs_backward and not query.is_cuda:
         return f"flex_attention has no backward on {query.device.type} (torch {torch.__version__})"
+    if automatic and not query.is_cuda:
+        return f"on {query.device.type} flex_attention is unfused (full score matrices), slower than torch's"
     return None
 
 
@@ -229,7 +235,7 @@ def attend(query, key, value, tokens, rpb=None, scale=None, block_size=BLOCK_SIZ
     return tokens.from_tokens(run(q, k, v, score_mod=score_mod, block_mask=mask, scale=scale))
 
 
-def na2d(query, key, value, kernel_size, dilation=1, rpb=None, scale=None):
-    """Same contract as na_torch.na2d (layout [batch, heads, height, width, head_dim])."""
+def na2d(query, key, value, kernel_size, dilation, rpb, scale, attn_drop):
+    """Same contract as na_torch.na2d; attn_drop is 0 (unsupported() refuses dropout)."""
     height, width = query.shape[2:4]
     return attend(query, key, value, token_order(height, width, kernel_size, dilation), rpb, scale)

@@ -14,6 +14,9 @@ def _load():
     return natten, None
 
 
+NAME = "natten"
+
+
 def availability():
     natten, import_error = _load()
     if natten is None:
@@ -35,30 +38,30 @@ def has_fused_kernels(device: torch.device):
     return True, "natten CUDA kernels"
 
 
-def unsupported(query, rpb, dropout, needs_backward=False):
+def unsupported(query, rpb, attn_drop, needs_backward=False, automatic=False):
+    """Why natten cannot serve this call, or None (the backend protocol is in backend_dispatch.py)."""
     if rpb is not None:  # first: it holds whether or not natten is installed
         return "natten >= 0.20 has no relative positional bias (rpb) support"
     natten, import_error = _load()
     if natten is None:
         return f"natten is not importable ({import_error})"
-    if dropout:
+    if attn_drop:
         return "natten has no attention dropout"
     if query.dtype not in (torch.float32, torch.float16, torch.bfloat16):
         return f"natten supports float32/float16/bfloat16, not {query.dtype}"
     dim = query.shape[-1]
     if not (8 <= dim <= 256 and dim & (dim - 1) == 0):
         return f"natten needs a power-of-two head_dim in 8..256, got {dim}"
-    if not has_fused_kernels(query.device)[0] and needs_backward:
+    fused, why_not = has_fused_kernels(query.device)
+    if not fused and needs_backward:
         return f"natten without compiled kernels has no backward on {query.device.type}"
+    if automatic and not fused:
+        return f"{why_not}, and its unfused fallback is slower than the other backends"
     return None
 
 
-def na2d(query, key, value, kernel_size, dilation=1, rpb=None, scale=None):
-    """Same contract as na_torch.na2d (layout [batch, heads, height, width, head_dim]); rpb must be None."""
-    if rpb is not None:
-        raise ValueError("natten >= 0.20 has no relative positional bias; use the torch or flex backend")
-    if scale is None:
-        scale = query.shape[-1] ** -0.5
+def na2d(query, key, value, kernel_size, dilation, rpb, scale, attn_drop):
+    """Same contract as na_torch.na2d; rpb is None and attn_drop 0 (unsupported() refuses both)."""
     natten = _load()[0]
     # natten is heads-last: [batch, height, width, heads, head_dim]
     q, k, v = (t.permute(0, 2, 3, 1, 4).contiguous() for t in (query, key, value))

@@ -32,11 +32,15 @@ CPU_CHUNK_ELEMENTS = 1 << 19
 CUDA_CHUNK_ELEMENTS = 1 << 25
 
 
+NAME = "torch"
+
+
 def availability():
     return True, "pure PyTorch blocked kernel: every device and dtype, attention dropout supported"
 
 
-def unsupported(query, rpb, dropout, needs_backward=False):
+def unsupported(query, rpb, attn_drop, needs_backward=False, automatic=False):
+    """Serves every call (the backend protocol is in backend_dispatch.py)."""
     return None
 
 
@@ -352,15 +356,13 @@ class _NeighborhoodAttention(torch.autograd.Function):
         return (*grads, None, None, None)
 
 
-def na2d(query, key, value, kernel_size, dilation=1, rpb=None, scale=None, attn_drop=0.0):
-    """Neighborhood attention on [batch, heads, height, width, head_dim] tensors.
+def na2d(query, key, value, kernel_size, dilation, rpb, scale, attn_drop):
+    """Neighborhood attention on [batch, heads, height, width, head_dim] tensors (arguments as
+    neighborhood_attention.na2d checked them; attn_drop > 0 applies dropout to the probabilities).
 
     Returns a [batch, heads, height, width, head_dim] view of a [batch, height, width, heads,
-    head_dim] tensor. attn_drop > 0 applies dropout to the attention probabilities (callers pass
-    it only in training). Arguments are assumed valid (neighborhood_attention.na2d checks them).
+    head_dim] tensor.
     """
-    if scale is None:
-        scale = query.shape[-1] ** -0.5
     if attn_drop > 0:
         return _forward(query, key, value, rpb, kernel_size, dilation, scale, dropout_p=attn_drop)
     return _NeighborhoodAttention.apply(query, key, value, rpb, kernel_size, dilation, scale)

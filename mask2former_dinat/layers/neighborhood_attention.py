@@ -1,39 +1,36 @@
-"""Dilated neighborhood attention (DiNAT's attention) and the one place that picks its kernel.
+"""Dilated neighborhood attention (DiNAT's attention): the op, its layer, and its backends.
 
 `na2d` computes, for every query of a [batch, heads, height, width, head_dim] map,
 softmax(scale * q.k + rpb) over its kernel_size x kernel_size (dilated) neighbourhood,
 applied to the values, with the window and bias indexing of natten <= 0.17 (what the
 published DiNAT checkpoints were trained with).
 
-Backends (one file each, same call signature na2d(q, k, v, kernel_size, dilation, rpb, scale);
-torch's also takes attn_drop):
-  torch   na_torch.py   pure PyTorch, blocked; exact everywhere, supports attention dropout.
+Backends (one file each, the protocol of backend_dispatch.py; each na2d takes
+(query, key, value, kernel_size, dilation, rpb, scale, attn_drop)), in the order "auto" asks them:
+  natten  na_natten.py  natten >= 0.20's fused CUDA kernels; those have no relative positional
+                        bias and no attention dropout, so they only serve calls without either.
   flex    na_flex.py    torch.nn.attention.flex_attention with a neighbourhood block mask and
-                        the bias as a score_mod; fused (compiled) on CUDA.
-  natten  na_natten.py  natten >= 0.20's fused kernels; those have no relative positional bias,
-                        so it only serves calls without rpb.
-
-Attention dropout (attn_drop > 0 while training) is applied by the torch backend only: auto
-then picks torch, and forcing flex or natten raises ValueError.
-
-Which backend runs is decided by `select_backend` in this file and nowhere else. The
-requested backend comes from, first to last: the `na_backend(...)` context manager, the
-`backend=` argument (the module's / config's MODEL.DINAT.NA_BACKEND), the environment
-variable M2F_NA_BACKEND; "auto" (or nothing) at every level means "let select_backend decide".
+                        the bias as a score_mod; picked where it is fused (compiled), on CUDA.
+  torch   na_torch.py   pure PyTorch, blocked; exact everywhere, supports attention dropout.
+So "auto" gives torch on CPU and with attention dropout, and on CUDA natten for bias-free
+calls, flex for biased ones. A backend is forced by the `na_backend(...)` context manager,
+the `backend=` argument (the module's / config's MODEL.DINAT.NA_BACKEND) or $M2F_NA_BACKEND,
+first to last; a forced backend that cannot serve a call raises ValueError saying why.
+Arguments are checked once, by `check_na_args`, before any backend sees them.
 """
-import contextlib
-import os
-import threading
-
 import torch
 from torch import nn
 
 from . import na_flex, na_natten, na_torch
+from .backend_dispatch import BackendDispatcher
 
 __all__ = [
     "BACKENDS",
+    "DISPATCHER",
     "ENV_VAR",
     "NeighborhoodAttention2D",
+    "check_na_args",
+    "check_window",
     "describe_backends",
     "na2d",
     "na_backend",
@@ -41,113 +38,52 @@ __all__ = [
 ]
 
 ENV_VAR = "M2F_NA_BACKEND"
-BACKENDS = {"torch": na_torch, "flex": na_flex, "natten": na_natten}
-_CHOICES = ("auto",) + tuple(BACKENDS)
-
-_state = threading.local()
-
-
-def _check_choice(name: str | None, where: str) -> str | None:
-    if name is None:
-        return None
-    name = str(name).lower()
-    if name not in _CHOICES:
-        raise ValueError(f"unknown neighborhood-attention backend {name!r} from {where}; choose one of {_CHOICES}")
-    return name
+# The order "auto" asks the backends in; adding a backend is adding its line.
+BACKENDS = (
+    na_natten,
+    na_flex,
+    na_torch,
+)
+DISPATCHER = BackendDispatcher("neighborhood-attention", ENV_VAR, BACKENDS, context="na_backend()")
 
 
-@contextlib.contextmanager
 def na_backend(name: str):
-    """Force the backend of every na2d call inside the block ("auto" restores automatic choice)."""
-    name = _check_choice(name, "na_backend()")
-    previous = getattr(_state, "forced", None)
-    _state.forced = name
-    try:
-        yield
-    finally:
-        _state.forced = previous
-
-
-def requested_backend(backend: str | None = None) -> tuple[str, str]:
-    """(requested name, where the request came from); name "auto" when nobody asked."""
-    forced = getattr(_state, "forced", None)
-    if forced not in (None, "auto"):
-        return forced, "na_backend() context"
-    backend = _check_choice(backend, "the backend argument")
-    if backend not in (None, "auto"):
-        return backend, "backend argument"
-    env = _check_choice(os.environ.get(ENV_VAR) or None, f"${ENV_VAR}")
-    if env not in (None, "auto"):
-        return env, f"${ENV_VAR}"
-    return "auto", "default"
-
-
-def _auto(query: torch.Tensor, rpb, dropout: bool, needs_backward: bool) -> tuple[str, str]:
-    device = query.device
-    if dropout:
-        return "torch", "attention dropout is active and only the torch backend applies it"
-    if device.type != "cuda":
-        return "torch", (
-            f"on {device.type} the blocked torch kernel is the fastest exact path; "
-            "natten and flex only have unfused full-score code there"
-        )
-    fused, why_not = na_natten.has_fused_kernels(device)
-    if rpb is None and fused and na_natten.unsupported(query, rpb, dropout, needs_backward) is None:
-        return "natten", "CUDA tensors without relative positional bias: natten's fused kernels serve them exactly"
-    problem = na_flex.unsupported(query, rpb, dropout, needs_backward)
-    if problem is None:
-        why = "with relative positional bias, which natten >= 0.20 lacks" if rpb is not None else (
-            f"natten cannot serve it ({why_not if not fused else na_natten.unsupported(query, rpb, dropout, needs_backward)})")
-        return "flex", f"CUDA tensors {why}: compiled flex_attention with a neighbourhood block mask"
-    return "torch", f"CUDA tensors but flex_attention cannot serve them ({problem})"
+    """Context manager forcing the backend of every na2d call inside the block ("auto" restores the choice)."""
+    return DISPATCHER.force(name)
 
 
 def select_backend(query: torch.Tensor, rpb: torch.Tensor | None = None, backend: str | None = None,
-                   dropout: bool = False, needs_backward: bool = False) -> tuple[str, str]:
-    """Which backend serves a call with this query/rpb, and why.
-
-    `backend` is the caller's request ("auto"/None, "torch", "flex", "natten"); the context
-    manager and $M2F_NA_BACKEND are consulted as described in the module docstring.
-    Raises ValueError if a forced backend cannot serve the call.
-    """
-    name, source = requested_backend(backend)
-    if name == "auto":
-        return _auto(query, rpb, dropout, needs_backward)
-    problem = BACKENDS[name].unsupported(query, rpb, dropout, needs_backward)
-    if problem is not None:
-        raise ValueError(
-            f"neighborhood-attention backend {name!r} (forced by {source}) cannot serve this call: {problem}. "
-            f"Use backend 'torch' or 'auto' instead."
-        )
-    return name, f"forced by {source}"
+                   attn_drop: float = 0.0, needs_backward: bool = False) -> tuple[str, str]:
+    """(backend name, why) for a call with this query/rpb, attention dropout probability actually
+    applied (0 outside training) and need for a backward; `backend` is the caller's request.
+    Raises ValueError if a forced backend cannot serve the call."""
+    return DISPATCHER.select(query, rpb, attn_drop, needs_backward, backend=backend)
 
 
 def describe_backends() -> str:
     """Human-readable summary for bug reports: availability of each backend and what auto picks."""
-    lines = ["neighborhood attention backends:"]
-    for name, module in BACKENDS.items():
-        ok, why = module.availability()
-        lines.append(f"  {name:7s} {'available' if ok else 'unavailable'}: {why}")
-    name, source = requested_backend()
-    lines.append(f"  requested: {name} ({source})")
-    example = torch.empty(1, 1, 1, 1, 32)
     rpb = torch.empty(1, 1, 1)
-    lines.append("  auto on cpu: {} ({})".format(*_auto(example, rpb, False, False)))
+    examples = [("cpu", (torch.empty(1, 1, 1, 1, 32), rpb, 0.0, False))]
     if torch.cuda.is_available():
-        example = torch.empty(1, 1, 1, 1, 32, device="cuda", dtype=torch.float16)
-        lines.append("  auto on cuda with rpb: {} ({})".format(*_auto(example, rpb, False, False)))
-        lines.append("  auto on cuda without rpb: {} ({})".format(*_auto(example, None, False, False)))
-    else:
-        lines.append("  auto on cuda: no CUDA device visible")
-    return "\n".join(lines)
+        query = torch.empty(1, 1, 1, 1, 32, device="cuda", dtype=torch.float16)
+        examples += [("cuda with rpb", (query, rpb, 0.0, False)), ("cuda without rpb", (query, None, 0.0, False))]
+    text = DISPATCHER.describe(examples)
+    return text if torch.cuda.is_available() else text + "\n  auto on cuda: no CUDA device visible"
 
 
-def check_na_args(query, key, value, kernel_size, dilation, rpb):
-    """Validate na2d's arguments; raises ValueError naming the problem."""
+def check_window(kernel_size, dilation):
+    """Raise ValueError unless kernel_size is an odd integer >= 3 and dilation an integer >= 1."""
     if not isinstance(kernel_size, int) or kernel_size < 2 or kernel_size % 2 == 0:
         raise ValueError(f"kernel_size must be an odd integer >= 3, got {kernel_size!r}")
     if not isinstance(dilation, int) or dilation < 1:
         raise ValueError(f"dilation must be an integer >= 1, got {dilation!r}")
+
+
+def check_na_args(query, key, value, kernel_size, dilation, rpb, attn_drop=0.0):
+    """Validate na2d's arguments; raises ValueError naming the problem."""
+    check_window(kernel_size, dilation)
+    if not 0.0 <= attn_drop <= 1.0:
+        raise ValueError(f"attn_drop must be a probability in [0, 1], got {attn_drop!r}")
     for name, t in (("query", query), ("key", key), ("value", value)):
         if t.dim() != 5:
             raise ValueError(f"{name} must be [batch, heads, height, width, head_dim], got shape {tuple(t.shape)}")
@@ -181,16 +117,14 @@ def na2d(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, kernel_siz
     [batch, heads, height, width, head_dim]. `attn_drop` (dropout on the attention
     probabilities, applied only when `training`) is served by the torch backend only.
     """
-    check_na_args(query, key, value, kernel_size, dilation, rpb)
+    check_na_args(query, key, value, kernel_size, dilation, rpb, attn_drop)
     if scale is None:
         scale = query.shape[-1] ** -0.5
-    dropout = attn_drop > 0 and training
+    attn_drop = attn_drop if training else 0.0
     needs_backward = torch.is_grad_enabled() and any(
         t is not None and t.requires_grad for t in (query, key, value, rpb))
-    name, _ = select_backend(query, rpb, backend, dropout, needs_backward)
-    if name == "torch":
-        return na_torch.na2d(query, key, value, kernel_size, dilation, rpb, scale, attn_drop if dropout else 0.0)
-    return BACKENDS[name].na2d(query, key, value, kernel_size, dilation, rpb, scale)
+    name, _ = select_backend(query, rpb, backend, attn_drop, needs_backward)
+    return DISPATCHER.backend(name).na2d(query, key, value, kernel_size, dilation, rpb, scale, attn_drop)
 
 
 class NeighborhoodAttention2D(nn.Module):
@@ -198,6 +132,18 @@ class NeighborhoodAttention2D(nn.Module):
 
     Inputs smaller than kernel_size*dilation on an axis are zero-padded on the bottom/right
     before the qkv projection and cropped back after attention, as natten 0.14 did.
+
+    Args:
+        dim: channels of the input and output.
+        num_heads: attention heads; must divide dim.
+        kernel_size: side of each query's neighbourhood; odd, >= 3.
+        dilation: step between neighbours, >= 1.
+        qkv_bias: whether the qkv projection has a bias.
+        qk_scale: logit scale; None means head_dim ** -0.5.
+        attn_drop: dropout probability on the attention probabilities (training only).
+        proj_drop: dropout probability after the output projection.
+        rel_pos_bias: whether to learn a relative positional bias `rpb` [num_heads, 2k-1, 2k-1].
+        backend: neighborhood-attention backend ("auto"/None, "natten", "flex", "torch").
     """
 
     def __init__(self, dim: int, num_heads: int, kernel_size: int, dilation: int = 1, qkv_bias: bool = True,
@@ -206,16 +152,13 @@ class NeighborhoodAttention2D(nn.Module):
         super().__init__()
         if dim % num_heads != 0:
             raise ValueError(f"dim ({dim}) must be divisible by num_heads ({num_heads})")
-        if kernel_size < 2 or kernel_size % 2 == 0:
-            raise ValueError(f"kernel_size must be an odd integer >= 3, got {kernel_size}")
-        if dilation < 1:
-            raise ValueError(f"dilation must be >= 1, got {dilation}")
+        check_window(kernel_size, dilation)
         self.num_heads = num_heads
         self.head_dim = dim // num_heads
         self.scale = qk_scale or self.head_dim ** -0.5
         self.kernel_size = kernel_size
         self.dilation = dilation
-        self.backend = _check_choice(backend, "NeighborhoodAttention2D(backend=...)")
+        self.backend = DISPATCHER.check_choice(backend, "NeighborhoodAttention2D(backend=...)")
         self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
         if rel_pos_bias:
             self.rpb = nn.Parameter(torch.zeros(num_heads, 2 * kernel_size - 1, 2 * kernel_size - 1))

@@ -158,7 +158,7 @@ def test_imagenet_pretraining_is_refused_for_strict_loading(compact_files, cache
 
 @meta_load
 def test_imagenet_pretraining_of_another_dinat_variant_is_refused_and_loads_nothing(tmp_path, cache_dir):
-    from mask2former_dinat.modeling.backbone.dinat import D2DiNAT
+    from mask2former_dinat.modeling.backbone.d2_dinat import D2DiNAT
 
     path = imagenet.write(tmp_path / "dinat_l.pth", imagenet.KERNEL_11, compact=True)
     with torch.device("meta"):

@@ -7,14 +7,14 @@ import types
 import pytest
 import torch
 
-from mask2former_dinat.layers import ms_deform_attn as msda_mod
+from mask2former_dinat.layers import msda_compiled, msda_torch
 from mask2former_dinat.layers.ms_deform_attn import (
     ENV_VAR,
     MSDeformAttn,
-    compiled_availability,
     ms_deform_attn,
     select_backend,
 )
+from mask2former_dinat.layers.msda_compiled import availability as compiled_availability
 
 SHAPES = [(3, 4), (2, 3), (1, 2)]  # (H, W) per level: non-square, and a 1-pixel-high level
 
@@ -156,7 +156,7 @@ def test_missing_or_incomplete_extension_is_reported_not_raised(monkeypatch):
 
 def _torch_path(value, ss, lsi, loc, wts):
     layout = [(h, w, s) for (h, w), s in zip(ss.tolist(), lsi.tolist())]
-    return msda_mod.ms_deform_attn_torch(value, layout, loc, wts)
+    return msda_torch.ms_deform_attn(value, ss, lsi, loc, wts, layout)
 
 
 def test_compiled_wrapper_passes_arguments_and_gradients_in_the_extension_order(monkeypatch):
@@ -179,7 +179,7 @@ def test_compiled_wrapper_passes_arguments_and_gradients_in_the_extension_order(
     value, ss, lsi, loc, wts = _inputs()
     for t in (value, loc, wts):
         t.requires_grad_(True)
-    out = msda_mod._CompiledMSDA.apply(value, ss, lsi, loc, wts, 2)
+    out = msda_compiled._CompiledMSDA.apply(value, ss, lsi, loc, wts, 2)
     grads = torch.autograd.grad(out.square().sum(), (value, loc, wts))
     assert calls == [("forward", 2), ("backward", 2)]
     torch.testing.assert_close(out, reference_msda(value.detach(), SHAPES, loc.detach(), wts.detach()),
@@ -191,7 +191,7 @@ def test_compiled_wrapper_passes_arguments_and_gradients_in_the_extension_order(
 
 def test_im2col_step_always_divides_the_batch():
     for batch in (1, 7, 128, 130, 256, 257):
-        step = msda_mod._im2col_step(batch)
+        step = msda_compiled._im2col_step(batch)
         assert 1 <= step <= 128 and batch % step == 0
 
 

@@ -19,7 +19,7 @@ from torch import nn
 
 from mask2former_dinat.checkpoint import Mask2FormerCheckpointer
 from mask2former_dinat.imagenet_pretraining import KernelSizeMismatchError, convert
-from mask2former_dinat.modeling.backbone.dinat import D2DiNAT
+from mask2former_dinat.modeling.backbone.d2_dinat import D2DiNAT
 
 TOOL = Path(__file__).resolve().parents[2] / "tools" / "convert-pretrained-dinat-model-to-d2.py"
 ARCH = dict(embed_dim=16, depths=[1, 2, 1, 1], num_heads=[1, 2, 4, 8], kernel_size=3,

@@ -1,2 +1,3 @@
 """Backbones; importing registers D2DiNAT in detectron2's BACKBONE_REGISTRY."""
-from .dinat import D2DiNAT, DiNAT  # noqa: F401
+from .d2_dinat import D2DiNAT  # noqa: F401
+from .dinat import DiNAT  # noqa: F401

@@ -1,28 +1,38 @@
-"""DiNAT, the Dilated Neighborhood Attention Transformer, and D2DiNAT, its detectron2 backbone.
+"""DiNAT, the Dilated Neighborhood Attention Transformer, as a plain feature extractor.
 
 The image goes through a convolutional tokenizer (stride 4), then four levels of
 neighborhood-attention blocks; every level but the last ends with a stride-2 conv
 downsampler. Tokens stay channels-last, [B, H, W, C], inside the network; the
-features handed to detectron2 are channels-first, [B, C, H, W].
+features it returns are channels-first, [B, C, H, W].
 
 Module and parameter names follow the published DiNAT checkpoints exactly
 (patch_embed, levels.i.blocks.j.{norm1,attn,norm2,mlp}, levels.i.downsample, norm{i}).
+Bad constructor arguments raise DiNATArgumentError, naming the arguments as the constructor
+spells them; d2_dinat.py (the detectron2 backbone) re-issues them with MODEL.DINAT.* keys.
 """
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Mapping, Optional, Sequence
 
 import torch
 import torch.nn as nn
 import torch.utils.checkpoint
-from detectron2.config import configurable
-from detectron2.modeling import BACKBONE_REGISTRY, Backbone, ShapeSpec
+from torchvision.ops import StochasticDepth
 
 from mask2former_dinat.layers import NeighborhoodAttention2D
+from mask2former_dinat.layers.neighborhood_attention import DISPATCHER as NA_DISPATCHER
 
-__all__ = ["ConvTokenizer", "ConvDownsampler", "Mlp", "DropPath", "NATransformerLayer", "DiNATLevel", "DiNAT", "D2DiNAT"]
+__all__ = [
+    "ConvTokenizer", "ConvDownsampler", "Mlp", "NATransformerLayer", "DiNATLevel", "DiNAT", "DiNATArgumentError",
+    "check_dinat_arguments",
+]
 
 
 class ConvTokenizer(nn.Module):
-    """Image [B, C_in, H, W] -> tokens [B, ceil(H/4), ceil(W/4), dim]: two stride-2 3x3 convs, then LayerNorm."""
+    """Image [B, C_in, H, W] -> tokens [B, ceil(H/4), ceil(W/4), dim]: two stride-2 3x3 convs, then LayerNorm.
+
+    Args:
+        in_chans: image channels.
+        dim: token channels (the first conv has dim // 2).
+    """
 
     def __init__(self, in_chans: int = 3, dim: int = 64):
         super().__init__()
@@ -37,7 +47,11 @@ class ConvTokenizer(nn.Module):
 
 
 class ConvDownsampler(nn.Module):
-    """Tokens [B, H, W, dim] -> [B, ceil(H/2), ceil(W/2), 2*dim]: stride-2 3x3 conv (no bias), then LayerNorm."""
+    """Tokens [B, H, W, dim] -> [B, ceil(H/2), ceil(W/2), 2*dim]: stride-2 3x3 conv (no bias), then LayerNorm.
+
+    Args:
+        dim: input channels.
+    """
 
     def __init__(self, dim: int):
         super().__init__()
@@ -49,7 +63,13 @@ class ConvDownsampler(nn.Module):
 
 
 class Mlp(nn.Module):
-    """Per-token feed-forward network on [..., dim]: fc1 -> GELU -> fc2, dropout after each."""
+    """Per-token feed-forward network on [..., dim]: fc1 -> GELU -> fc2, dropout after each.
+
+    Args:
+        dim: input and output channels.
+        hidden_dim: channels between fc1 and fc2.
+        drop: dropout probability.
+    """
 
     def __init__(self, dim: int, hidden_dim: int, drop: float = 0.0):
         super().__init__()
@@ -62,28 +82,24 @@ class Mlp(nn.Module):
         return self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))
 
 
-class DropPath(nn.Module):
-    """Stochastic depth: in training, zero a whole sample's residual branch with probability `p`
-    and scale the kept ones by 1 / (1 - p)."""
-
-    def __init__(self, p: float = 0.0):
-        super().__init__()
-        self.p = p
-
-    def forward(self, x):
-        if self.p == 0.0 or not self.training:
-            return x
-        keep = 1.0 - self.p
-        mask = x.new_empty((x.shape[0],) + (1,) * (x.dim() - 1)).bernoulli_(keep)
-        return x * mask.div_(keep)
-
-    def extra_repr(self):
-        return f"p={self.p}"
-
-
 class NATransformerLayer(nn.Module):
     """One DiNAT block on [B, H, W, dim]: pre-norm neighborhood attention and MLP, each a residual
-    branch with stochastic depth and optional layer scale (`gamma1`, `gamma2`)."""
+    branch with stochastic depth and optional layer scale (`gamma1`, `gamma2`).
+
+    Args:
+        dim: token channels.
+        num_heads: attention heads.
+        kernel_size: neighbourhood side.
+        dilation: neighbourhood dilation.
+        mlp_ratio: MLP hidden channels / dim.
+        qkv_bias: whether the qkv projection has a bias.
+        qk_scale: attention logit scale; None means head_dim ** -0.5.
+        drop: dropout after the attention projection and in the MLP.
+        attn_drop: dropout on the attention probabilities.
+        drop_path: stochastic-depth probability of each residual branch (per sample).
+        layer_scale: initial value of the per-channel branch scales; None disables them.
+        na_backend: neighborhood-attention backend (None/"auto" lets the dispatcher choose).
+    """
 
     def __init__(
         self,
@@ -113,7 +129,7 @@ class NATransformerLayer(nn.Module):
             proj_drop=drop,
             backend=na_backend,
         )
-        self.drop_path = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
+        self.drop_path = StochasticDepth(drop_path, "row") if drop_path > 0.0 else nn.Identity()
         self.norm2 = nn.LayerNorm(dim)
         self.mlp = Mlp(dim, int(dim * mlp_ratio), drop=drop)
         self.layer_scale = layer_scale is not None
@@ -137,6 +153,15 @@ class DiNATLevel(nn.Module):
 
     forward([B, H, W, dim]) -> (level output [B, H, W, dim], downsampled [B, H/2, W/2, 2*dim] or None
     when the level has no downsampler or `downsample=False`).
+
+    Args:
+        dim, num_heads, kernel_size: as for NATransformerLayer, shared by the level's blocks.
+        depth: number of blocks.
+        dilations: one dilation per block.
+        drop_paths: one stochastic-depth probability per block.
+        downsample: whether the level ends with a ConvDownsampler.
+        use_checkpoint: recompute each block's activations in backward (training only).
+        **block_kwargs: the other NATransformerLayer arguments.
     """
 
     def __init__(
@@ -170,41 +195,74 @@ class DiNATLevel(nn.Module):
         return x, (self.downsample(x) if downsample and self.downsample is not None else None)
 
 
-def _check_architecture(embed_dim, depths, num_heads, kernel_size, dilations, out_indices):
-    """Raise ValueError naming the MODEL.DINAT key that is inconsistent."""
+class DiNATArgumentError(ValueError):
+    """A bad DiNAT constructor argument. The message is a template whose {placeholders} are either
+    argument names (spelled as the constructor spells them, or as `named(keys)` maps them) or
+    the offending values."""
+
+    def __init__(self, template: str, **values):
+        self.template = template
+        self.values = values
+        super().__init__(self.named({}))
+
+    def named(self, keys: Mapping[str, str]) -> str:
+        """The message with each argument name spelled as `keys` maps it (unmapped names as they are)."""
+        return self.template.format_map(_Spelling(self.values, keys))
+
+
+class _Spelling(dict):
+    def __init__(self, values, keys):
+        super().__init__(values)
+        self.keys_ = keys
+
+    def __missing__(self, name):
+        return self.keys_.get(name, name)
+
+
+def check_dinat_arguments(*, embed_dim, depths, num_heads, kernel_size, dilations, out_indices, frozen_stages=-1,
+                          mlp_ratio=3.0, drop_rate=0.0, attn_drop_rate=0.0, drop_path_rate=0.0, na_backend=None,
+                          **unchecked):
+    """Raise DiNATArgumentError for DiNAT arguments it cannot be built from (the first problem found);
+    takes DiNAT's keyword arguments, ignoring those that need no check."""
     if len(num_heads) != len(depths):
-        raise ValueError(
-            f"MODEL.DINAT.NUM_HEADS {list(num_heads)} has {len(num_heads)} entries but MODEL.DINAT.DEPTHS "
-            f"{list(depths)} has {len(depths)}: give one head count per level."
-        )
+        raise DiNATArgumentError(
+            "{num_heads} {heads} has {n} entries but {depths} {d} has {levels}: give one head count per level.",
+            heads=list(num_heads), n=len(num_heads), d=list(depths), levels=len(depths))
     if len(dilations) != len(depths):
-        raise ValueError(
-            f"MODEL.DINAT.DILATIONS has {len(dilations)} lists but MODEL.DINAT.DEPTHS {list(depths)} has "
-            f"{len(depths)} levels: give one list of dilations per level."
-        )
+        raise DiNATArgumentError(
+            "{dilations} has {n} lists but {depths} {d} has {levels} levels: give one list of dilations per level.",
+            n=len(dilations), d=list(depths), levels=len(depths))
     for i, (depth, dils) in enumerate(zip(depths, dilations)):
         if len(dils) != depth:
-            raise ValueError(
-                f"MODEL.DINAT.DILATIONS[{i}] = {list(dils)} has {len(dils)} entries but MODEL.DINAT.DEPTHS[{i}] "
-                f"is {depth}: give one dilation per block."
-            )
+            raise DiNATArgumentError(
+                "{dilations}[{i}] = {dils} has {n} entries but {depths}[{i}] is {depth}: give one dilation per block.",
+                i=i, dils=list(dils), n=len(dils), depth=depth)
         if any(int(d) < 1 for d in dils):
-            raise ValueError(f"MODEL.DINAT.DILATIONS[{i}] = {list(dils)}: dilations must be >= 1.")
+            raise DiNATArgumentError("{dilations}[{i}] = {dils}: dilations must be >= 1.", i=i, dils=list(dils))
     for i, heads in enumerate(num_heads):
         dim = embed_dim * 2**i
         if heads < 1 or dim % heads:
-            raise ValueError(
-                f"level {i} has {dim} channels (MODEL.DINAT.EMBED_DIM {embed_dim} * 2**{i}), which "
-                f"MODEL.DINAT.NUM_HEADS[{i}] = {heads} does not divide: pick a head count that divides it."
-            )
+            raise DiNATArgumentError(
+                "level {i} has {dim} channels ({embed_dim} {e} * 2**{i}), which {num_heads}[{i}] = {heads} "
+                "does not divide: pick a head count that divides it.", i=i, dim=dim, e=embed_dim, heads=heads)
     if embed_dim % 2:
-        raise ValueError(
-            f"MODEL.DINAT.EMBED_DIM must be even (the tokenizer's first conv has EMBED_DIM/2 channels), got {embed_dim}."
-        )
-    if kernel_size < 3 or kernel_size % 2 == 0:
-        raise ValueError(f"MODEL.DINAT.KERNEL_SIZE must be an odd number >= 3, got {kernel_size}.")
+        raise DiNATArgumentError(
+            "{embed_dim} must be even (the tokenizer's first conv has half as many channels), got {e}.", e=embed_dim)
+    if not isinstance(kernel_size, int) or kernel_size < 3 or kernel_size % 2 == 0:
+        raise DiNATArgumentError("{kernel_size} must be an odd number >= 3, got {k}.", k=kernel_size)
     if not out_indices or any(not 0 <= i < len(depths) for i in out_indices):
-        raise ValueError(f"output levels {list(out_indices)} must be a non-empty subset of 0..{len(depths) - 1}.")
+        raise DiNATArgumentError("{out_indices} {o} must be a non-empty subset of 0..{last}.",
+                                 o=list(out_indices), last=len(depths) - 1)
+    if not -1 <= frozen_stages <= len(depths):
+        raise DiNATArgumentError("{frozen_stages} must be in -1..{levels}, got {f}.", levels=len(depths), f=frozen_stages)
+    if not mlp_ratio > 0:
+        raise DiNATArgumentError("{mlp_ratio} must be > 0, got {r}.", r=mlp_ratio)
+    for name, p in (("drop_rate", drop_rate), ("attn_drop_rate", attn_drop_rate), ("drop_path_rate", drop_path_rate)):
+        if not 0.0 <= p <= 1.0:
+            raise DiNATArgumentError("{" + name + "} must be a probability in [0, 1], got {p}.", p=p)
+    if na_backend is not None and str(na_backend).strip().lower() not in NA_DISPATCHER.choices:
+        raise DiNATArgumentError("{na_backend} must be one of {choices}, got {b!r}.",
+                                 choices=NA_DISPATCHER.choices, b=na_backend)
 
 
 DEFAULT_DEPTHS = (3, 4, 6, 5)  # DiNAT-Mini
@@ -214,8 +272,30 @@ class DiNAT(nn.Module):
     """DiNAT feature extractor: image [B, C_in, H, W] -> {"res{i+2}": [B, embed_dim * 2**i, H/2**(i+2), W/2**(i+2)]}
     for each level i in `out_indices`, each taken before the level's downsampler and passed through `norm{i}`.
 
-    `frozen_stages`: -1 trains everything; 0 freezes the tokenizer; N >= 1 also freezes the first N levels
-    (with their output norms). Frozen parts get requires_grad=False and stay in eval mode.
+    Args:
+        embed_dim: channels of level 0; level i has embed_dim * 2**i. Even.
+        depths: blocks per level.
+        num_heads: attention heads per level; each must divide its level's channels.
+        kernel_size: neighbourhood side, odd, >= 3.
+        dilations: one list per level of one dilation per block; None means all 1.
+        mlp_ratio: MLP hidden channels / block channels.
+        qkv_bias: whether the qkv projections have a bias.
+        qk_scale: attention logit scale; None means head_dim ** -0.5.
+        drop_rate: dropout after the tokenizer, the attention projections and in the MLPs.
+        attn_drop_rate: dropout on the attention probabilities.
+        drop_path_rate: stochastic-depth probability of the last block; it grows linearly from 0
+            over all blocks of all levels.
+        layer_scale: initial value of the per-channel branch scales; None disables them.
+        in_chans: image channels.
+        out_indices: levels whose features are returned; levels after the last are not built into
+            the output (no `norm{i}`) nor run.
+        frozen_stages: -1 trains everything; 0 freezes the tokenizer; N >= 1 also freezes the first
+            N levels (with their output norms). Frozen parts get requires_grad=False and stay in eval mode.
+        use_checkpoint: recompute each block's activations in backward (saves memory in training).
+        na_backend: neighborhood-attention backend ("auto"/None, "natten", "flex", "torch").
+
+    Raises:
+        DiNATArgumentError (a ValueError) naming the argument that is bad or inconsistent.
     """
 
     def __init__(
@@ -241,10 +321,11 @@ class DiNAT(nn.Module):
         super().__init__()
         if dilations is None:
             dilations = [[1] * d for d in depths]
-        _check_architecture(embed_dim, depths, num_heads, kernel_size, dilations, out_indices)
+        check_dinat_arguments(
+            embed_dim=embed_dim, depths=depths, num_heads=num_heads, kernel_size=kernel_size, dilations=dilations,
+            out_indices=out_indices, frozen_stages=frozen_stages, mlp_ratio=mlp_ratio, drop_rate=drop_rate,
+            attn_drop_rate=attn_drop_rate, drop_path_rate=drop_path_rate, na_backend=na_backend)
         num_levels = len(depths)
-        if not -1 <= frozen_stages <= num_levels:
-            raise ValueError(f"MODEL.DINAT.FROZEN_STAGES must be in -1..{num_levels}, got {frozen_stages}.")
         self.in_chans = in_chans
         self.num_features = [embed_dim * 2**i for i in range(num_levels)]
         self.out_indices = sorted(set(out_indices))
@@ -322,60 +403,3 @@ class DiNAT(nn.Module):
             if i in self.out_indices:
                 outs[f"res{i + 2}"] = getattr(self, f"norm{i}")(out).permute(0, 3, 1, 2).contiguous()
         return outs
-
-
-@BACKBONE_REGISTRY.register()
-class D2DiNAT(DiNAT, Backbone):
-    """DiNAT as a detectron2 backbone built from cfg.MODEL.DINAT: image [B, 3, H, W] -> the requested
-    OUT_FEATURES among res2..res5 (strides 4, 8, 16, 32), channels-first."""
-
-    @configurable
-    def __init__(self, *, out_features: Sequence[str], **dinat_kwargs):
-        num_levels = len(dinat_kwargs.get("depths", DEFAULT_DEPTHS))
-        names = [f"res{i + 2}" for i in range(num_levels)]
-        unknown = [f for f in out_features if f not in names]
-        if not out_features or unknown:
-            raise ValueError(
-                f"MODEL.DINAT.OUT_FEATURES {list(out_features)}: "
-                + (f"unknown names {unknown}; " if unknown else "empty; ")
-                + f"choose from {names}."
-            )
-        super().__init__(out_indices=[names.index(f) for f in out_features], **dinat_kwargs)
-        self._out_features = [f for f in names if f in out_features]
-        self._out_feature_strides = {f"res{i + 2}": 2 ** (i + 2) for i in range(num_levels)}
-        self._out_feature_channels = {f"res{i + 2}": c for i, c in enumerate(self.num_features)}
-
-    @classmethod
-    def from_config(cls, cfg, input_shape: Optional[ShapeSpec] = None):
-        c = cfg.MODEL.DINAT
-        in_chans = input_shape.channels if input_shape is not None and input_shape.channels else 3
-        return {
-            "embed_dim": c.EMBED_DIM,
-            "depths": list(c.DEPTHS),
-            "num_heads": list(c.NUM_HEADS),
-            "kernel_size": c.KERNEL_SIZE,
-            "dilations": [list(d) for d in c.DILATIONS],
-            "mlp_ratio": c.MLP_RATIO,
-            "qkv_bias": c.QKV_BIAS,
-            "qk_scale": c.QK_SCALE,
-            "drop_rate": c.DROP_RATE,
-            "attn_drop_rate": c.ATTN_DROP_RATE,
-            "drop_path_rate": c.DROP_PATH_RATE,
-            "layer_scale": c.LAYER_SCALE,
-            "in_chans": in_chans,
-            "out_features": list(c.OUT_FEATURES),
-            "frozen_stages": c.FROZEN_STAGES,
-            "use_checkpoint": c.USE_CHECKPOINT,
-            "na_backend": c.NA_BACKEND,
-        }
-
-    def forward(self, x) -> Dict[str, torch.Tensor]:
-        if x.dim() != 4 or x.shape[1] != self.in_chans:
-            raise ValueError(
-                f"D2DiNAT takes images as [B, {self.in_chans}, H, W] (channels first); got shape {tuple(x.shape)}."
-            )
-        return super().forward(x)
-
-    @property
-    def size_divisibility(self) -> int:
-        return 32
