@@ -1,13 +1,8 @@
 """The shipped DiNAT-L configs reproduce every value of the published configs."""
-from pathlib import Path
-
 import pytest
-from helpers.reference import load_json
+from helpers.configs import REPO, load_config, published_values
 
-from mask2former_dinat.config import get_cfg
-
-REPO = Path(__file__).resolve().parents[1]
-PUBLISHED = load_json("published_configs.json")
+PUBLISHED = published_values()
 
 
 def _flatten(node, prefix=""):
@@ -27,12 +22,6 @@ def _plain(value):
     return value
 
 
-def _merged(config_path):
-    cfg = get_cfg()
-    cfg.merge_from_file(str(REPO / config_path))
-    return cfg
-
-
 def test_eight_published_configs_are_shipped():
     assert len(PUBLISHED) == 8
     missing = [path for path in PUBLISHED if not (REPO / path).is_file()]
@@ -41,7 +30,7 @@ def test_eight_published_configs_are_shipped():
 
 @pytest.mark.parametrize("config_path", sorted(PUBLISHED))
 def test_config_reproduces_every_published_value(config_path):
-    ours = _flatten(_merged(config_path))
+    ours = _flatten(load_config(config_path))
     wrong = {
         key: (ours.get(key, "<missing>"), value)
         for key, value in PUBLISHED[config_path].items()
@@ -52,4 +41,4 @@ def test_config_reproduces_every_published_value(config_path):
 
 @pytest.mark.parametrize("config_path", sorted(PUBLISHED))
 def test_config_starts_from_the_dinat_large_pretraining(config_path):
-    assert _merged(config_path).MODEL.WEIGHTS == "dinat_large_in22k_224.pkl"
+    assert load_config(config_path).MODEL.WEIGHTS == "dinat_large_in22k_224.pkl"

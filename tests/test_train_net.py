@@ -1,40 +1,24 @@
 """train_net.py end to end on CPU: a tiny DiNAT Mask2Former trained on a small ADE20K-format
 dataset, checkpointed, resumed, evaluated, and trained by two gloo processes."""
 import json
-import os
 import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
-from helpers.dataset_writers import write_ade20k
+from helpers.configs import REPO, published_config, tiny_model_opts
+from helpers.dataset_writers import datasets_env, write_ade20k
 
 
 pytestmark = pytest.mark.slow
 
-REPO = Path(__file__).resolve().parents[1]
-CONFIG = REPO / "configs/ade20k/semantic-segmentation/dinat/maskformer2_dinat_large_IN21k_384_bs16_160k.yaml"
+CONFIG = REPO / published_config("ade20k", "semantic")
 # A published config made tiny: small DiNAT, small heads, 64-pixel crops, no pre-trained weights.
 TINY = [
     "MODEL.WEIGHTS", "",
     "MODEL.DEVICE", "cpu",
-    "MODEL.DINAT.EMBED_DIM", "16",
-    "MODEL.DINAT.DEPTHS", "[1, 1, 1, 1]",
-    "MODEL.DINAT.NUM_HEADS", "[1, 1, 2, 2]",
-    "MODEL.DINAT.KERNEL_SIZE", "3",
-    "MODEL.DINAT.DILATIONS", "[[1], [1], [1], [1]]",
-    "MODEL.DINAT.DROP_PATH_RATE", "0.0",
-    "MODEL.SEM_SEG_HEAD.CONVS_DIM", "32",
-    "MODEL.SEM_SEG_HEAD.MASK_DIM", "32",
-    "MODEL.SEM_SEG_HEAD.TRANSFORMER_ENC_LAYERS", "1",
-    "MODEL.MASK_FORMER.HIDDEN_DIM", "32",
-    "MODEL.MASK_FORMER.NUM_OBJECT_QUERIES", "8",
-    "MODEL.MASK_FORMER.DIM_FEEDFORWARD", "64",
-    "MODEL.MASK_FORMER.DEC_LAYERS", "2",
-    "MODEL.MASK_FORMER.NHEADS", "2",
-    "MODEL.MASK_FORMER.TRAIN_NUM_POINTS", "256",
+    *tiny_model_opts(num_heads=(1, 1, 2, 2), train_num_points=256, DROP_PATH_RATE=0.0),
     "INPUT.MIN_SIZE_TRAIN", "(64,)",
     "INPUT.MAX_SIZE_TRAIN", "128",
     "INPUT.CROP.SIZE", "(64, 64)",
@@ -50,7 +34,7 @@ TINY = [
 
 
 def _train_net(datasets, output_dir, *args, opts=(), processes=1, timeout=300):
-    env = dict(os.environ, DETECTRON2_DATASETS=str(datasets))
+    env = datasets_env(datasets)
     if processes > 1:
         env["OMP_NUM_THREADS"] = "1"  # the processes share the machine's cores
     cmd = [

@@ -8,6 +8,7 @@ import torch
 from detectron2.solver.lr_scheduler import LRMultiplier, WarmupParamScheduler
 from fvcore.common.param_scheduler import CosineParamScheduler
 from helpers import imagenet_checkpoints as imagenet
+from helpers.configs import COCO_PANOPTIC, PUBLISHED_CONFIGS, meta_model
 from helpers.checkpoint_models import TinyModel, assert_same_weights, checkpoint_bytes, temp_files
 from helpers.http_server import FileServer, Route
 from mask2former_dinat.checkpoint import (
@@ -101,14 +102,14 @@ def compact_files(tmp_path_factory):
 
 
 def test_the_published_configs_are_eight_kernel_11_dinat_large_configs():
-    assert len(imagenet.PUBLISHED_CONFIGS) == 8
-    for config in imagenet.PUBLISHED_CONFIGS:
+    assert len(PUBLISHED_CONFIGS) == 8
+    for config in PUBLISHED_CONFIGS:
         rpb = imagenet.meta_model(config).state_dict()["backbone.levels.0.blocks.0.attn.rpb"]
         assert tuple(rpb.shape) == (6, 21, 21), config
 
 
 @meta_load
-@pytest.mark.parametrize("config", imagenet.PUBLISHED_CONFIGS)
+@pytest.mark.parametrize("config", PUBLISHED_CONFIGS)
 def test_imagenet_pth_in_every_layout_loads_into_the_backbone_of_each_published_config(config, compact_files, cache_dir):
     model = imagenet.meta_model(config)
     for layout in imagenet.LAYOUTS:
@@ -120,7 +121,7 @@ def test_imagenet_pth_in_every_layout_loads_into_the_backbone_of_each_published_
 
 
 @meta_load
-@pytest.mark.parametrize("config", imagenet.PUBLISHED_CONFIGS)
+@pytest.mark.parametrize("config", PUBLISHED_CONFIGS)
 def test_kernel_7_pth_into_a_kernel_11_config_is_refused_naming_the_tables_and_the_option(config, compact_files, cache_dir):
     checkpointer = Mask2FormerCheckpointer(imagenet.meta_model(config), config_name=config)
     path = compact_files[imagenet.KERNEL_7, "bare"]
@@ -136,7 +137,7 @@ def test_kernel_7_pth_into_a_kernel_11_config_is_refused_naming_the_tables_and_t
 
 @meta_load
 def test_imagenet_pretraining_report_is_logged_at_info(compact_files, cache_dir, caplog):
-    config = imagenet.PUBLISHED_CONFIGS[0]
+    config = PUBLISHED_CONFIGS[0]
     with caplog.at_level(logging.INFO):
         Mask2FormerCheckpointer(imagenet.meta_model(config), config_name=config).load(
             str(compact_files[imagenet.KERNEL_11, "bare"])
@@ -148,7 +149,7 @@ def test_imagenet_pretraining_report_is_logged_at_info(compact_files, cache_dir,
 
 @meta_load
 def test_imagenet_pretraining_is_refused_for_strict_loading(compact_files, cache_dir):
-    config = imagenet.PUBLISHED_CONFIGS[0]
+    config = PUBLISHED_CONFIGS[0]
     with pytest.raises(CheckpointMismatchError, match="not a model to evaluate") as err:
         Mask2FormerCheckpointer(imagenet.meta_model(config), strict=True, config_name=config).load(
             str(compact_files[imagenet.KERNEL_11, "model"])
@@ -177,7 +178,7 @@ def test_imagenet_pretraining_into_a_model_without_dinat_backbone_is_refused(tmp
 @meta_load
 def test_imagenet_url_as_model_weights_is_downloaded_once_and_converted_in_memory(compact_files, cache_dir):
     """The kernel-11 file as distributed (a bare state dict), served on 127.0.0.1 under its published path."""
-    config = "configs/coco/panoptic-segmentation/dinat/maskformer2_dinat_large_IN21k_384_bs16_100ep.yaml"
+    config = COCO_PANOPTIC
     model = imagenet.meta_model(config)
     url_path = "/projects/dinat/checkpoints/imagenet22k/" + imagenet.KERNEL_11
     with FileServer({url_path: Route(compact_files[imagenet.KERNEL_11, "bare"].read_bytes())}) as server:
@@ -197,20 +198,11 @@ def test_imagenet_url_as_model_weights_is_downloaded_once_and_converted_in_memor
 def test_imagenet_pth_as_model_weights_loads_every_backbone_value(tmp_path, cache_dir):
     """End to end with real random values (200M): the kernel-11 file into the COCO panoptic model;
     every backbone tensor, the relative position biases included, arrives unchanged."""
-    from detectron2.modeling import build_model
-
-    from mask2former_dinat.config import get_cfg
-
-    config = "configs/coco/panoptic-segmentation/dinat/maskformer2_dinat_large_IN21k_384_bs16_100ep.yaml"
+    config = COCO_PANOPTIC
     state = imagenet.state(imagenet.KERNEL_11)
     path = tmp_path / imagenet.KERNEL_11
     torch.save(state, path)
-    cfg = get_cfg()
-    cfg.merge_from_file(config)
-    cfg.MODEL.DEVICE = "meta"
-    with torch.device("meta"):
-        model = build_model(cfg)
-    model = model.to_empty(device="cpu")  # real memory, without the initialisation's cost
+    model = meta_model(config).to_empty(device="cpu")  # real memory, without the initialisation's cost
     checkpointer = Mask2FormerCheckpointer(model, config_name=config)
     checkpointer.load(str(path))
     assert_pretraining_report(checkpointer.last_report, model, config)

@@ -1,11 +1,11 @@
 """Key reports: what a checkpoint leaves missing, unexpected or mismatched, grouped and explained."""
-import json
 import logging
 
 import pytest
 import torch
 
 from helpers.checkpoint_models import TinyModel
+from helpers.configs import COCO_PANOPTIC, published_config, published_shapes
 from mask2former_dinat.checkpoint import (
     CheckpointMismatchError,
     Mask2FormerCheckpointer,
@@ -74,11 +74,7 @@ def test_report_lists_missing_unexpected_and_mismatched_keys_grouped(tmp_path, c
 
 
 def published_state(reference_dir, config: str):
-    manifest = json.loads((reference_dir / "published_state_dict_manifest.json").read_text())
-    return {name: torch.empty(shape, device="meta") for name, shape in manifest[config].items()}
-
-
-COCO_PANOPTIC = "configs/coco/panoptic-segmentation/dinat/maskformer2_dinat_large_IN21k_384_bs16_100ep.yaml"
+    return {name: torch.empty(shape, device="meta") for name, shape in published_shapes(config).items()}
 
 
 def test_report_on_published_names_stays_short_by_summarising_prefixes(reference_dir):
@@ -95,7 +91,7 @@ def test_report_on_published_names_stays_short_by_summarising_prefixes(reference
 
 
 def test_report_on_published_names_explains_a_checkpoint_of_another_dataset(reference_dir):
-    ade_semantic = COCO_PANOPTIC.replace("coco/panoptic", "ade20k/semantic").replace("100ep", "160k")
+    ade_semantic = published_config("ade20k", "semantic")
     report = compare_state_dicts(
         published_state(reference_dir, ade_semantic), published_state(reference_dir, COCO_PANOPTIC),
         source="coco_panoptic.pth", config=ade_semantic,

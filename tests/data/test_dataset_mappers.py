@@ -10,7 +10,7 @@ import pytest
 import torch
 from detectron2.data import DatasetCatalog
 from detectron2.projects.point_rend import ColorAugSSDTransform
-from helpers.dataset_writers import use_datasets_root, write_ade20k, write_cityscapes, write_coco
+from helpers.dataset_writers import registered_datasets, write_ade20k, write_cityscapes, write_coco
 from torch.nn import functional as F
 
 import mask2former_dinat  # noqa: F401
@@ -30,14 +30,11 @@ from mask2former_dinat.data.dataset_mappers.augmentations import build_maskforme
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
-    root = tmp_path_factory.mktemp("datasets")
-    written = {
+    yield from registered_datasets(tmp_path_factory, lambda root: {
         "coco": write_coco(root, "val2017"),
         "ade20k": write_ade20k(root, "val"),
         "cityscapes": write_cityscapes(root, "val"),
-    }
-    with use_datasets_root(root):
-        yield written
+    })
 
 
 def _cfg(mapper, dataset, *opts):

@@ -4,7 +4,6 @@ drawn, and clear messages for inputs that cannot be used. No test opens a window
 import importlib.util
 import subprocess
 import sys
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -13,20 +12,14 @@ import torch
 from detectron2.modeling import build_model
 from detectron2.structures import Boxes, Instances
 from detectron2.utils.visualizer import Visualizer
+from helpers.configs import REPO, load_config, published_config, tiny_model_opts
 
-from mask2former_dinat import get_cfg
 from mask2former_dinat.data.synthetic import render_scene, write_video
 
-REPO = Path(__file__).resolve().parents[2]
 DEMO_DIR = REPO / "demo"
-CONFIG = REPO / "configs/coco/panoptic-segmentation/dinat/maskformer2_dinat_large_IN21k_384_bs16_100ep.yaml"
+CONFIG = REPO / published_config("coco", "panoptic")
 TINY = [
-    "MODEL.DINAT.EMBED_DIM", "16", "MODEL.DINAT.DEPTHS", "[1,1,1,1]", "MODEL.DINAT.NUM_HEADS", "[1,1,1,1]",
-    "MODEL.DINAT.KERNEL_SIZE", "3", "MODEL.DINAT.DILATIONS", "[[1],[1],[1],[1]]",
-    "MODEL.SEM_SEG_HEAD.CONVS_DIM", "32", "MODEL.SEM_SEG_HEAD.MASK_DIM", "32",
-    "MODEL.SEM_SEG_HEAD.TRANSFORMER_ENC_LAYERS", "1",
-    "MODEL.MASK_FORMER.HIDDEN_DIM", "32", "MODEL.MASK_FORMER.NUM_OBJECT_QUERIES", "8",
-    "MODEL.MASK_FORMER.DIM_FEEDFORWARD", "64", "MODEL.MASK_FORMER.DEC_LAYERS", "2", "MODEL.MASK_FORMER.NHEADS", "2",
+    *tiny_model_opts(),
     "INPUT.MIN_SIZE_TEST", "64", "INPUT.MAX_SIZE_TEST", "96",
     # A random model is never confident: let every query through, however much of its mask others
     # cover, so that panoptic segments appear on any image.
@@ -52,10 +45,7 @@ from predictor import Predictor, VisualizationDemo, as_bgr_image, visualization_
 
 
 def tiny_cfg(weights, *extra):
-    cfg = get_cfg()
-    cfg.merge_from_file(str(CONFIG))
-    cfg.merge_from_list(["MODEL.DEVICE", "cpu", "MODEL.WEIGHTS", str(weights), *TINY, *extra])
-    return cfg
+    return load_config(CONFIG, "MODEL.DEVICE", "cpu", "MODEL.WEIGHTS", str(weights), *TINY, *extra)
 
 
 @pytest.fixture(scope="module")

@@ -1,5 +1,4 @@
 """build_evaluator: the evaluators for each dataset type and model output flags."""
-import json
 import os
 
 import pytest
@@ -11,7 +10,8 @@ from detectron2.evaluation import (
     SemSegEvaluator,
 )
 from mask2former_dinat.evaluation.cityscapes_evaluation import CityscapesInstanceEvaluator
-from helpers.dataset_writers import use_datasets_root, write_ade20k, write_cityscapes, write_coco
+from helpers.configs import published_config, published_values
+from helpers.dataset_writers import registered_datasets, write_ade20k, write_cityscapes, write_coco
 
 from mask2former_dinat.config import get_cfg
 from mask2former_dinat.evaluation import InstanceSegEvaluator, build_evaluator
@@ -20,14 +20,14 @@ PANOPTIC, INSTANCE, SEMANTIC = COCOPanopticEvaluator, InstanceSegEvaluator, SemS
 
 # The published configs' test datasets and what their outputs are scored with.
 PUBLISHED = {
-    "configs/ade20k/semantic-segmentation/dinat/maskformer2_dinat_large_IN21k_384_bs16_160k.yaml": [SEMANTIC],
-    "configs/ade20k/panoptic-segmentation/dinat/maskformer2_dinat_large_IN21k_384_bs16_160k.yaml": [PANOPTIC, INSTANCE, SEMANTIC],
-    "configs/ade20k/instance-segmentation/dinat/maskformer2_dinat_large_IN21k_384_bs16_160k.yaml": [INSTANCE],
-    "configs/coco/panoptic-segmentation/dinat/maskformer2_dinat_large_IN21k_384_bs16_100ep.yaml": [PANOPTIC, INSTANCE, SEMANTIC],
-    "configs/coco/instance-segmentation/dinat/maskformer2_dinat_large_IN21k_384_bs16_100ep.yaml": [INSTANCE],
-    "configs/cityscapes/semantic-segmentation/dinat/maskformer2_dinat_large_IN21k_384_bs16_90k.yaml": [CityscapesSemSegEvaluator],
-    "configs/cityscapes/instance-segmentation/dinat/maskformer2_dinat_large_IN21k_384_bs16_90k.yaml": [CityscapesInstanceEvaluator],
-    "configs/cityscapes/panoptic-segmentation/dinat/maskformer2_dinat_large_IN21k_384_bs16_90k.yaml": [
+    published_config("ade20k", "semantic"): [SEMANTIC],
+    published_config("ade20k", "panoptic"): [PANOPTIC, INSTANCE, SEMANTIC],
+    published_config("ade20k", "instance"): [INSTANCE],
+    published_config("coco", "panoptic"): [PANOPTIC, INSTANCE, SEMANTIC],
+    published_config("coco", "instance"): [INSTANCE],
+    published_config("cityscapes", "semantic"): [CityscapesSemSegEvaluator],
+    published_config("cityscapes", "instance"): [CityscapesInstanceEvaluator],
+    published_config("cityscapes", "panoptic"): [
         PANOPTIC, CityscapesInstanceEvaluator, CityscapesSemSegEvaluator,
     ],
 }
@@ -35,12 +35,9 @@ PUBLISHED = {
 
 @pytest.fixture(scope="module")
 def datasets_root(tmp_path_factory):
-    root = tmp_path_factory.mktemp("datasets")
-    write_coco(root, "val2017")
-    write_ade20k(root, "val")
-    write_cityscapes(root, "val")
-    with use_datasets_root(root):
-        yield root
+    yield from registered_datasets(
+        tmp_path_factory, lambda root: [write_coco(root, "val2017"), write_ade20k(root, "val"), write_cityscapes(root, "val")]
+    )
 
 
 def _cfg(tmp_path, panoptic=False, instance=False, semantic=False):
@@ -58,7 +55,7 @@ def _types(evaluator):
 
 @pytest.mark.parametrize("config", sorted(PUBLISHED))
 def test_published_configs_get_their_evaluators(config, datasets_root, reference_dir, tmp_path):
-    values = json.loads((reference_dir / "published_configs.json").read_text())[config]
+    values = published_values(config)
     cfg = _cfg(
         tmp_path,
         values["MODEL.MASK_FORMER.TEST.PANOPTIC_ON"],

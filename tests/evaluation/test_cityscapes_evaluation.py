@@ -4,7 +4,7 @@ import os
 
 import pytest
 from detectron2.evaluation import CityscapesSemSegEvaluator
-from helpers.dataset_writers import use_datasets_root, write_cityscapes
+from helpers.dataset_writers import records_by_file, registered_datasets, write_cityscapes
 from mask2former_dinat.evaluation.cityscapes_evaluation import CityscapesInstanceEvaluator
 from helpers.predictions import evaluate_outputs, instances_output, sem_seg_output
 
@@ -16,10 +16,7 @@ PERSON = 0  # index among the 8 thing classes
 
 @pytest.fixture(scope="module")
 def cityscapes(tmp_path_factory):
-    root = tmp_path_factory.mktemp("datasets")
-    written = write_cityscapes(root, "val", panoptic=False)
-    with use_datasets_root(root):
-        yield {os.path.basename(r["file_name"]): r for r in written["records"]}
+    yield from registered_datasets(tmp_path_factory, lambda root: records_by_file(write_cityscapes(root, "val", panoptic=False)))
 
 
 def _semantic(records, labels_for):

@@ -5,7 +5,7 @@ import os
 import pytest
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.evaluation import COCOEvaluator
-from helpers.dataset_writers import use_datasets_root, write_ade20k, write_coco_instances
+from helpers.dataset_writers import records_by_file, registered_datasets, write_ade20k, write_coco_instances
 from helpers.predictions import evaluate_outputs, instances_output
 
 from mask2former_dinat.evaluation import InstanceSegEvaluator
@@ -16,14 +16,10 @@ ADE_PANOPTIC = "ade20k_panoptic_val"
 
 @pytest.fixture(scope="module")
 def datasets(tmp_path_factory):
-    root = tmp_path_factory.mktemp("datasets")
-    coco = write_coco_instances(root, "val2017")
-    ade = write_ade20k(root, "val")
-    with use_datasets_root(root):
-        yield {
-            COCO: {os.path.basename(r["file_name"]): r for r in coco["records"]},
-            ADE_PANOPTIC: {os.path.basename(r["file_name"]): r for r in ade["records"]},
-        }
+    yield from registered_datasets(tmp_path_factory, lambda root: {
+        COCO: records_by_file(write_coco_instances(root, "val2017")),
+        ADE_PANOPTIC: records_by_file(write_ade20k(root, "val")),
+    })
 
 
 def _outputs(records, instances_for):

@@ -4,7 +4,7 @@ import os
 
 import pytest
 from detectron2.evaluation import COCOPanopticEvaluator
-from helpers.dataset_writers import use_datasets_root, write_cityscapes, write_coco_panoptic
+from helpers.dataset_writers import records_by_file, registered_datasets, write_cityscapes, write_coco_panoptic
 from helpers.predictions import evaluate_outputs, panoptic_output
 
 COCO_DATASET = "coco_2017_val_panoptic_with_sem_seg"
@@ -13,14 +13,10 @@ CITYSCAPES_DATASET = "cityscapes_fine_panoptic_val"
 
 @pytest.fixture(scope="module")
 def datasets(tmp_path_factory):
-    root = tmp_path_factory.mktemp("datasets")
-    coco = write_coco_panoptic(root, "val2017")
-    cityscapes = write_cityscapes(root, "val")
-    with use_datasets_root(root):
-        yield {
-            COCO_DATASET: {os.path.basename(r["file_name"]): r for r in coco["records"]},
-            CITYSCAPES_DATASET: {os.path.basename(r["file_name"]): r for r in cityscapes["records"]},
-        }
+    yield from registered_datasets(tmp_path_factory, lambda root: {
+        COCO_DATASET: records_by_file(write_coco_panoptic(root, "val2017")),
+        CITYSCAPES_DATASET: records_by_file(write_cityscapes(root, "val")),
+    })
 
 
 def _evaluate(dataset, records, segments_for, tmp_path):

@@ -5,7 +5,7 @@ import os
 import numpy as np
 import pytest
 from detectron2.evaluation import SemSegEvaluator
-from helpers.dataset_writers import use_datasets_root, write_ade20k
+from helpers.dataset_writers import records_by_file, registered_datasets, write_ade20k
 from helpers.predictions import evaluate_outputs, sem_seg_output
 
 DATASET = "ade20k_sem_seg_val"
@@ -14,10 +14,7 @@ NUM_CLASSES = 150
 
 @pytest.fixture(scope="module")
 def ade20k(tmp_path_factory):
-    root = tmp_path_factory.mktemp("datasets")
-    written = write_ade20k(root, "val")
-    with use_datasets_root(root):
-        yield {os.path.basename(r["file_name"]): r for r in written["records"]}
+    yield from registered_datasets(tmp_path_factory, lambda root: records_by_file(write_ade20k(root, "val")))
 
 
 def _evaluate(records, labels_for, tmp_path):

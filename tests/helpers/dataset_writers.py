@@ -472,6 +472,27 @@ def use_datasets_root(root):
         register_all_datasets()
 
 
+
+def registered_datasets(tmp_path_factory, write):
+    """The body of a module-scoped registered-dataset fixture (`yield from` it): `write(root)`
+    writes the small datasets into a fresh datasets root; while the fixture is alive
+    DETECTRON2_DATASETS points there and the project's datasets are registered under it
+    (use_datasets_root). Yields what `write` returned."""
+    root = tmp_path_factory.mktemp("datasets")
+    written = write(root)
+    with use_datasets_root(root):
+        yield written
+
+
+def records_by_file(written):
+    """A writer's records by image file name (the key evaluators' dataset dicts are matched on)."""
+    return {os.path.basename(r["file_name"]): r for r in written["records"]}
+
+
+def datasets_env(root, **more):
+    """os.environ for a subprocess that reads its datasets from `root` (DETECTRON2_DATASETS), plus `more`."""
+    return dict(os.environ, DETECTRON2_DATASETS=str(root), **more)
+
 DATASETS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "datasets")
 
 # Runs each script as __main__ (cwd = datasets/, where a user runs them) and

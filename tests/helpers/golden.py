@@ -11,8 +11,8 @@ import torch
 from detectron2.modeling import build_model
 
 import mask2former_dinat  # noqa: F401  (registers the components)
+from helpers.configs import load_config
 from helpers.reference import load_torch
-from mask2former_dinat.config import get_cfg
 
 GOLDEN_FILE = "golden_panoptic_small.pth"
 
@@ -46,9 +46,7 @@ def load_golden():
 
 
 def golden_cfg(golden):
-    cfg = get_cfg()
-    cfg.merge_from_file(golden["base_config"])
-    cfg.merge_from_list([item for kv in golden["opts"].items() for item in kv])
+    cfg = load_config(golden["base_config"], *[item for kv in golden["opts"].items() for item in kv])
     cfg.MODEL.DEVICE = "cpu"
     return cfg
 

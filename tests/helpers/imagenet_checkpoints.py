@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Dict, List
 
 import torch
+from helpers import configs
 from helpers.reference import load_json
 
 MANIFEST = load_json("imagenet_dinat_large_manifest.json")
@@ -20,8 +21,6 @@ CLASSIFIER = ("head.bias", "head.weight", "norm.bias", "norm.weight")
 # (top-level wrapper, "module." prefix): how checkpoint files come
 LAYOUTS = ("bare", "model", "state_dict", "bare+module.", "model+module.", "state_dict+module.")
 
-REPO = Path(__file__).resolve().parents[2]
-PUBLISHED_CONFIGS = sorted(str(p.relative_to(REPO)) for p in REPO.glob("configs/*/*/dinat/*_large_IN21k_*.yaml"))
 
 
 def shapes(name: str) -> Dict[str, List[int]]:
@@ -62,14 +61,5 @@ def write(path, name: str, layout: str = "bare", **state_kwargs) -> Path:
 
 @functools.lru_cache(maxsize=None)
 def meta_model(config: str):
-    """The full model of a published config, built on the meta device (no memory, no initialisation)."""
-    from detectron2.modeling import build_model
-
-    from mask2former_dinat.config import get_cfg
-    from mask2former_dinat.modeling import maskformer_model  # noqa: F401  (registers MaskFormer)
-
-    cfg = get_cfg()
-    cfg.merge_from_file(str(REPO / config))
-    cfg.MODEL.DEVICE = "meta"
-    with torch.device("meta"):
-        return build_model(cfg)
+    """The full model of a published config, built on the meta device, once per config."""
+    return configs.meta_model(config)

@@ -1,8 +1,8 @@
 """NeighborhoodAttention2D: published parameter layout and natten 0.14's pad-then-crop."""
-import json
 
 import pytest
 import torch
+from helpers.configs import published_shapes
 from helpers.na_reference import na2d_reference
 from torch.nn import functional as F
 
@@ -22,7 +22,7 @@ def _explicit(module, x, pad_h, pad_w):
 
 
 def test_parameters_match_published_checkpoint_layout(reference_dir):
-    manifest = json.loads((reference_dir / "published_state_dict_manifest.json").read_text())
+    manifest = published_shapes()
     published = next(iter(manifest.values()))
     prefix = "backbone.levels.0.blocks.0.attn."
     expected = {name[len(prefix):]: shape for name, shape in published.items() if name.startswith(prefix)}

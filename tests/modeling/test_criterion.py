@@ -3,6 +3,7 @@ import math
 
 import pytest
 import torch
+from helpers.configs import tiny_head_opts
 from torch.nn import functional as F
 
 from mask2former_dinat.config import get_cfg
@@ -143,10 +144,8 @@ def tiny_cfg(deep_supervision=True):
     cfg = get_cfg()
     cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES = NUM_CLASSES
     cfg.MODEL.SEM_SEG_HEAD.MASK_DIM = 8
-    mf = cfg.MODEL.MASK_FORMER
-    mf.HIDDEN_DIM, mf.NUM_OBJECT_QUERIES, mf.NHEADS, mf.DIM_FEEDFORWARD, mf.DEC_LAYERS = 16, 6, 2, 32, 3
-    mf.TRAIN_NUM_POINTS = 256
-    mf.DEEP_SUPERVISION = deep_supervision
+    cfg.merge_from_list(tiny_head_opts(hidden_dim=16, queries=6, nheads=2, dim_feedforward=32, dec_layers=3, train_num_points=256))
+    cfg.MODEL.MASK_FORMER.DEEP_SUPERVISION = deep_supervision
     return cfg
 
 

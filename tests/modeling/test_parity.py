@@ -7,18 +7,16 @@ import types
 
 import pytest
 import torch
-from detectron2.modeling import build_model
 from detectron2.structures import BitMasks
 from helpers import golden as parity
-from helpers.reference import load_json
+from helpers.configs import meta_model, published_shapes
 
 import mask2former_dinat  # noqa: F401  (registers the components)
-from mask2former_dinat.config import get_cfg
 from mask2former_dinat.layers import na_torch, neighborhood_attention
 from mask2former_dinat.layers.position_encoding import PositionEmbeddingSine
 from mask2former_dinat.modeling import maskformer_model
 
-MANIFEST = load_json("published_state_dict_manifest.json")
+MANIFEST = published_shapes()
 
 
 # ----------------------------------------------------------------------------- layout
@@ -30,11 +28,7 @@ def test_manifest_covers_the_eight_published_configs():
 
 @pytest.mark.parametrize("config_path", sorted(MANIFEST))
 def test_state_dict_names_and_shapes_equal_the_published_checkpoint(config_path):
-    cfg = get_cfg()
-    cfg.merge_from_file(config_path)
-    cfg.MODEL.DEVICE = "meta"  # no memory, no initialisation cost
-    with torch.device("meta"):
-        model = build_model(cfg)
+    model = meta_model(config_path)  # no memory, no initialisation cost
     ours = {name: list(t.shape) for name, t in model.state_dict().items()}
     published = {name: list(shape) for name, shape in MANIFEST[config_path].items()}
     missing = sorted(set(published) - set(ours))

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from detectron2.checkpoint import DetectionCheckpointer
 from helpers import imagenet_checkpoints as imagenet
+from helpers.configs import COCO_PANOPTIC, PUBLISHED_CONFIGS, meta_model
 from helpers.http_server import FileServer, Route
 from torch import nn
 
@@ -27,7 +28,6 @@ ARCH = dict(embed_dim=16, depths=[1, 2, 1, 1], num_heads=[1, 2, 4, 8], kernel_si
             out_features=["res2", "res3", "res4", "res5"])
 OUTPUT_NORMS = {f"norm{i}.{p}" for i in range(4) for p in ("weight", "bias")}
 CLASSIFIER = ("head.bias", "head.weight", "norm.bias", "norm.weight")
-COCO_PANOPTIC = "configs/coco/panoptic-segmentation/dinat/maskformer2_dinat_large_IN21k_384_bs16_100ep.yaml"
 
 
 def load_tool():
@@ -220,7 +220,7 @@ def test_input_may_be_a_url(tool, tmp_path, monkeypatch, capsys):
 # --- the published DiNAT-L files and configs (names and shapes of the manifest) ---------------------
 
 
-@pytest.mark.parametrize("config", imagenet.PUBLISHED_CONFIGS)
+@pytest.mark.parametrize("config", PUBLISHED_CONFIGS)
 def test_both_imagenet_files_fit_the_backbone_of_each_published_config(tool, config):
     """kernel 11 as it is, kernel 7 only with --interpolate-rpb; the backbone then lacks exactly its output norms."""
     cfg, shapes = tool.backbone_of_config(config)
@@ -248,10 +248,6 @@ def test_a_file_of_another_dinat_variant_is_refused_against_the_config(tool):
 def test_kernel_7_file_converts_with_interpolation_for_a_kernel_11_config_and_loads_every_value(tool, tmp_path, capsys):
     """End to end with real random values (200M): the kernel-7 file as distributed (bare), converted for the
     COCO panoptic config with --interpolate-rpb, loaded by MODEL.WEIGHTS into the full model."""
-    from detectron2.modeling import build_model
-
-    from mask2former_dinat.config import get_cfg
-
     state = imagenet.state(imagenet.KERNEL_7)
     torch.save(state, tmp_path / imagenet.KERNEL_7)
     tool.main([str(tmp_path / imagenet.KERNEL_7), str(tmp_path / "dinat_large_in22k_224.pkl"),
@@ -260,12 +256,7 @@ def test_kernel_7_file_converts_with_interpolation_for_a_kernel_11_config_and_lo
     assert "resized the relative position biases of 30 blocks from kernel size 7 to 11" in out
     assert f"fits the backbone of {COCO_PANOPTIC}: all 405 tensors" in out
 
-    cfg = get_cfg()
-    cfg.merge_from_file(COCO_PANOPTIC)
-    cfg.MODEL.DEVICE = "meta"
-    with torch.device("meta"):
-        model = build_model(cfg)
-    model = model.to_empty(device="cpu")
+    model = meta_model(COCO_PANOPTIC).to_empty(device="cpu")
     checkpointer = Mask2FormerCheckpointer(model, config_name=COCO_PANOPTIC)
     checkpointer.load(str(tmp_path / "dinat_large_in22k_224.pkl"))
     report = checkpointer.last_report

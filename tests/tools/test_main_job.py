@@ -3,7 +3,6 @@ tiny training run whose held-out PQ and mIoU must rise above the untrained model
 that a broken matcher or mask loss does not reach."""
 import importlib.util
 import json
-import os
 import subprocess
 import sys
 from argparse import Namespace
@@ -12,14 +11,13 @@ from pathlib import Path
 import cv2
 import pytest
 import torch
+from helpers.configs import REPO, load_config, tiny_model_opts
+from helpers.dataset_writers import datasets_env
 
-from mask2former_dinat.config import get_cfg
 from mask2former_dinat.data import synthetic
 from mask2former_dinat.data.datasets.register_synthetic import register_synthetic
 from mask2former_dinat.modeling.criterion import SetCriterion
 from mask2former_dinat.modeling.matcher import HungarianMatcher
-
-REPO = Path(__file__).resolve().parents[2]
 
 
 def _load_main_job():
@@ -33,13 +31,7 @@ main_job = _load_main_job()
 
 # A model small enough to learn something on 64-pixel scenes in a few hundred iterations on 2 cores.
 TINY_MODEL = [
-    "MODEL.DINAT.EMBED_DIM", "16", "MODEL.DINAT.DEPTHS", "[1, 1, 1, 1]", "MODEL.DINAT.NUM_HEADS", "[1, 2, 4, 8]",
-    "MODEL.DINAT.DILATIONS", "[[1], [1], [1], [1]]", "MODEL.DINAT.KERNEL_SIZE", "5",
-    "MODEL.SEM_SEG_HEAD.CONVS_DIM", "32", "MODEL.SEM_SEG_HEAD.MASK_DIM", "32",
-    "MODEL.SEM_SEG_HEAD.TRANSFORMER_ENC_LAYERS", "1",
-    "MODEL.MASK_FORMER.HIDDEN_DIM", "32", "MODEL.MASK_FORMER.NHEADS", "2", "MODEL.MASK_FORMER.DIM_FEEDFORWARD", "64",
-    "MODEL.MASK_FORMER.DEC_LAYERS", "3", "MODEL.MASK_FORMER.NUM_OBJECT_QUERIES", "10",
-    "MODEL.MASK_FORMER.TRAIN_NUM_POINTS", "256",
+    *tiny_model_opts(num_heads=(1, 2, 4, 8), kernel_size=5, queries=10, dec_layers=3, train_num_points=256),
     "MODEL.MASK_FORMER.TEST.OBJECT_MASK_THRESHOLD", "0.5", "MODEL.MASK_FORMER.TEST.OVERLAP_THRESHOLD", "0.8",
     "INPUT.IMAGE_SIZE", "64", "INPUT.MIN_SCALE", "0.75", "INPUT.MAX_SCALE", "1.5",
     "INPUT.MIN_SIZE_TEST", "64", "INPUT.MAX_SIZE_TEST", "64",
@@ -51,7 +43,7 @@ TINY_MODEL = [
 @pytest.mark.slow
 def test_main_job_trains_evaluates_and_writes_visualizations_and_metrics(tmp_path):
     out = tmp_path / "out"
-    env = dict(os.environ, DETECTRON2_DATASETS=str(tmp_path / "datasets"))
+    env = datasets_env(tmp_path / "datasets")
     cmd = [sys.executable, str(REPO / "tools" / "main_job.py"), "--output", str(out), "--num-train", "6",
            "--num-val", "3", "--iterations", "3", "--opts", "SOLVER.IMS_PER_BATCH", "2",
            "DATALOADER.NUM_WORKERS", "0", "MODEL.DINAT.DEPTHS", "[1, 1, 1, 1]",
@@ -77,8 +69,7 @@ def test_main_job_trains_evaluates_and_writes_visualizations_and_metrics(tmp_pat
 
 
 def test_iterations_option_sets_max_iter_and_keeps_the_config_default_otherwise(tmp_path):
-    file_cfg = get_cfg()
-    file_cfg.merge_from_file(str(main_job.CONFIG))
+    file_cfg = load_config(main_job.CONFIG)
     cfg = main_job.build_cfg(Namespace(opts=[], iterations=None, device="cpu", seed=3), tmp_path)
     assert cfg.SOLVER.MAX_ITER == file_cfg.SOLVER.MAX_ITER and cfg.SEED == 3
     cfg = main_job.build_cfg(Namespace(opts=[], iterations=7, device="cpu", seed=0), tmp_path)

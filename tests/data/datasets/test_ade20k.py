@@ -5,7 +5,7 @@ import pycocotools.mask as mask_util
 import pytest
 from detectron2.data import DatasetCatalog
 from detectron2.data import detection_utils as utils
-from helpers.dataset_writers import use_datasets_root, write_ade20k
+from helpers.dataset_writers import registered_datasets, write_ade20k
 from panopticapi.utils import rgb2id
 
 import mask2former_dinat  # noqa: F401
@@ -14,10 +14,7 @@ from mask2former_dinat.data.datasets.ade20k_categories import ADE20K_THING_IDS
 
 @pytest.fixture(scope="module")
 def ade(tmp_path_factory):
-    root = tmp_path_factory.mktemp("datasets")
-    written = write_ade20k(root, "val")
-    with use_datasets_root(root):
-        yield written
+    yield from registered_datasets(tmp_path_factory, lambda root: write_ade20k(root, "val"))
 
 
 def test_ade20k_semantic_records_pair_images_with_shifted_labels(ade):

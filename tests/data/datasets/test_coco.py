@@ -5,7 +5,7 @@ import pycocotools.mask as mask_util
 import pytest
 from detectron2.data import DatasetCatalog
 from detectron2.data import detection_utils as utils
-from helpers.dataset_writers import use_datasets_root, write_coco
+from helpers.dataset_writers import registered_datasets, use_datasets_root, write_coco
 from panopticapi.utils import rgb2id
 
 import mask2former_dinat  # noqa: F401
@@ -13,10 +13,7 @@ import mask2former_dinat  # noqa: F401
 
 @pytest.fixture(scope="module")
 def coco(tmp_path_factory):
-    root = tmp_path_factory.mktemp("datasets")
-    written = write_coco(root, "val2017")
-    with use_datasets_root(root):
-        yield written
+    yield from registered_datasets(tmp_path_factory, lambda root: write_coco(root, "val2017"))
 
 
 def _decode(segm, h, w):

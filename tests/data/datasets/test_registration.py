@@ -1,13 +1,13 @@
 """Every dataset the published configs name is registered at import, with complete and
 consistent metadata, and fails with one clear error when its folder is missing."""
-import json
 import os
 import subprocess
 import sys
 
 import pytest
 from detectron2.data import DatasetCatalog, MetadataCatalog
-from helpers.dataset_writers import use_datasets_root, write_ade20k, write_cityscapes
+from helpers.configs import published_values
+from helpers.dataset_writers import datasets_env, use_datasets_root, write_ade20k, write_cityscapes
 
 import mask2former_dinat  # noqa: F401  (registers the datasets)
 from mask2former_dinat.data.datasets import register_all_datasets
@@ -15,15 +15,10 @@ from mask2former_dinat.data.datasets.register_coco_instance import coco_instance
 from mask2former_dinat.data.datasets.register_coco_panoptic_annos_semseg import coco_panoptic_standard_metadata
 
 
-def _published_configs(reference_dir):
-    with open(reference_dir / "published_configs.json") as f:
-        return json.load(f)
-
-
 def _config_datasets(reference_dir):
     """(dataset name, mapper name, NUM_CLASSES) for every train/test dataset of the published configs."""
     out = []
-    for cfg in _published_configs(reference_dir).values():
+    for cfg in published_values().values():
         for name in cfg["DATASETS.TRAIN"] + cfg["DATASETS.TEST"]:
             out.append((name, cfg["INPUT.DATASET_MAPPER_NAME"], cfg["MODEL.SEM_SEG_HEAD.NUM_CLASSES"]))
     return out
@@ -144,7 +139,7 @@ def test_import_registers_metadata_under_detectron2_datasets_without_files(tmp_p
         "print(MetadataCatalog.get('ade20k_sem_seg_val').sem_seg_root)\n"
         "print(MetadataCatalog.get('coco_2017_val_panoptic_with_sem_seg').sem_seg_root)\n"
     )
-    env = dict(os.environ, DETECTRON2_DATASETS=str(root))
+    env = datasets_env(root)
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
     assert out.split() == [
         os.path.join(str(root), "ADEChallengeData2016", "annotations_detectron2", "validation"),

@@ -1,12 +1,12 @@
 """D2DiNAT: feature shapes, published parameter names, parity with the original code, freezing,
 activation checkpointing, layer scale and config validation (errors named by MODEL.DINAT key)."""
-import json
 import math
 
 import pytest
 import torch
 from detectron2.modeling import build_backbone
 from detectron2.structures import ImageList
+from helpers.configs import published_shapes, published_subset, tiny_backbone_opts
 from helpers.golden import STAGE_TOL, load_golden
 
 from mask2former_dinat.config import get_cfg
@@ -20,27 +20,17 @@ def small_cfg(**dinat):
     """A tiny DiNAT (kernel 5, dilation 4 at level 0) with MODEL.DINAT overrides."""
     cfg = get_cfg()
     cfg.MODEL.BACKBONE.NAME = "D2DiNAT"
-    d = cfg.MODEL.DINAT
-    d.EMBED_DIM = 16
-    d.DEPTHS = [1, 1, 2, 1]
-    d.NUM_HEADS = [1, 2, 4, 8]
-    d.KERNEL_SIZE = 5
-    d.DILATIONS = [[4], [2], [1, 2], [1]]
-    d.MLP_RATIO = 2.0
+    cfg.merge_from_list(tiny_backbone_opts(
+        depths=(1, 1, 2, 1), num_heads=(1, 2, 4, 8), kernel_size=5, dilations=((4,), (2,), (1, 2), (1,)), MLP_RATIO=2.0
+    ))
     for key, value in dinat.items():
-        setattr(d, key, value)
+        setattr(cfg.MODEL.DINAT, key, value)
     return cfg
 
 
-def published_cfg(reference_dir, config_path, opts=None):
+def published_cfg(config_path, opts=None):
     """get_cfg() with the backbone keys of a published config (published_configs.json), then `opts`."""
-    published = json.loads((reference_dir / "published_configs.json").read_text())[config_path]
-    wanted = ("MODEL.BACKBONE.NAME", "MODEL.PIXEL_MEAN", "MODEL.PIXEL_STD")
-    pairs = [(k, v) for k, v in published.items() if k.startswith("MODEL.DINAT.") or k in wanted]
-    pairs += list((opts or {}).items())
-    cfg = get_cfg()
-    cfg.merge_from_list([x for pair in pairs for x in pair])
-    return cfg
+    return published_subset(config_path, ["MODEL.DINAT."], ["MODEL.BACKBONE.NAME", "MODEL.PIXEL_MEAN", "MODEL.PIXEL_STD"], opts or {})
 
 
 @pytest.mark.parametrize("height, width", [(100, 70), (64, 96), (24, 40)])
@@ -78,12 +68,12 @@ def test_forward_rejects_images_that_are_not_batched_channels_first():
 
 
 def test_parameter_names_and_shapes_equal_the_published_manifest(reference_dir):
-    manifests = json.loads((reference_dir / "published_state_dict_manifest.json").read_text())
+    manifests = published_shapes()
     assert len(manifests) == 8
     for config_path, manifest in manifests.items():
         published = {k[len("backbone."):]: list(v) for k, v in manifest.items() if k.startswith("backbone.")}
         with torch.device("meta"):
-            model = build_backbone(published_cfg(reference_dir, config_path))
+            model = build_backbone(published_cfg(config_path))
         ours = {k: list(v.shape) for k, v in model.state_dict().items()}
         assert sorted(set(ours) - set(published)) == [], f"{config_path}: names the published model lacks"
         assert sorted(set(published) - set(ours)) == [], f"{config_path}: published names we lack"
@@ -92,7 +82,7 @@ def test_parameter_names_and_shapes_equal_the_published_manifest(reference_dir):
 
 def test_features_match_the_original_code_on_golden_inputs(reference_dir):
     golden = load_golden()
-    cfg = published_cfg(reference_dir, golden["base_config"], golden["opts"])
+    cfg = published_cfg(golden["base_config"], golden["opts"])
     model = build_backbone(cfg).eval()
     prefix = "backbone."
     model.load_state_dict(

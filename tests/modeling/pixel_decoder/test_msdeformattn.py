@@ -1,33 +1,25 @@
 """MSDeformAttnPixelDecoder: built from the published configs, its parameter names/shapes,
 output layouts, and the encoder's and FPN's semantics."""
-import json
 
 import pytest
 import torch
 import torch.nn.functional as F
 from detectron2.layers import ShapeSpec
+from helpers.configs import COCO_PANOPTIC, published_shapes, published_subset
 
-from mask2former_dinat.config import get_cfg
 from mask2former_dinat.modeling.pixel_decoder import MSDeformAttnPixelDecoder, build_pixel_decoder
 from mask2former_dinat.modeling.pixel_decoder.msdeformattn import (
     MSDeformAttnTransformerEncoder,
     MSDeformAttnTransformerEncoderOnly,
 )
 
-COCO_PANOPTIC = "configs/coco/panoptic-segmentation/dinat/maskformer2_dinat_large_IN21k_384_bs16_100ep.yaml"
 PREFIX = "sem_seg_head.pixel_decoder."
 STRIDES = {"res2": 4, "res3": 8, "res4": 16, "res5": 32}
 
 
-def published_cfg(reference_dir, opts=()):
+def published_cfg(opts=()):
     """get_cfg() with the published COCO panoptic head values (MODEL.SEM_SEG_HEAD.*, MODEL.MASK_FORMER.*), then opts."""
-    values = json.loads((reference_dir / "published_configs.json").read_text())[COCO_PANOPTIC]
-    cfg = get_cfg()
-    for key, value in values.items():
-        if key.startswith(("MODEL.SEM_SEG_HEAD.", "MODEL.MASK_FORMER.")):
-            cfg.merge_from_list([key, value])
-    cfg.merge_from_list(list(opts))
-    return cfg
+    return published_subset(COCO_PANOPTIC, ["MODEL.SEM_SEG_HEAD.", "MODEL.MASK_FORMER."], opts=opts)
 
 
 def shapes(channels):
@@ -51,7 +43,7 @@ GOLDEN_CHANNELS = (32, 64, 128, 256)
 
 @pytest.fixture
 def small_decoder(reference_dir):
-    cfg = published_cfg(reference_dir, SMALL)
+    cfg = published_cfg(SMALL)
     return build_pixel_decoder(cfg, shapes(GOLDEN_CHANNELS)).eval()
 
 
@@ -72,7 +64,7 @@ def test_golden_model_weights_load_strictly_with_encoder_heads_from_mask_former_
     """The golden small model sets MODEL.MASK_FORMER.NHEADS=4 and its encoder has 4 heads (96 = 4*3*4*2 offsets)."""
     golden = torch.load(reference_dir / "golden_panoptic_small.pth", weights_only=True)
     assert golden["opts"]["MODEL.MASK_FORMER.NHEADS"] == 4
-    cfg = published_cfg(reference_dir, [x for kv in golden["opts"].items() for x in kv])
+    cfg = published_cfg([x for kv in golden["opts"].items() for x in kv])
     decoder = build_pixel_decoder(cfg, shapes(GOLDEN_CHANNELS))
     expected = {k[len(PREFIX):]: v for k, v in golden["model"]["model"].items() if k.startswith(PREFIX)}
     got = {k: tuple(v.shape) for k, v in decoder.state_dict().items()}
@@ -82,9 +74,9 @@ def test_golden_model_weights_load_strictly_with_encoder_heads_from_mask_former_
 
 
 def test_meta_build_of_the_published_config_has_the_manifest_parameters(reference_dir):
-    manifest = json.loads((reference_dir / "published_state_dict_manifest.json").read_text())[COCO_PANOPTIC]
+    manifest = published_shapes(COCO_PANOPTIC)
     expected = {k[len(PREFIX):]: tuple(v) for k, v in manifest.items() if k.startswith(PREFIX)}
-    cfg = published_cfg(reference_dir)
+    cfg = published_cfg()
     with torch.device("meta"):
         decoder = build_pixel_decoder(cfg, shapes((192, 384, 768, 1536)))
     assert isinstance(decoder, MSDeformAttnPixelDecoder)
@@ -95,7 +87,7 @@ def test_meta_build_of_the_published_config_has_the_manifest_parameters(referenc
 
 
 def test_without_encoder_layers_the_fpn_step_adds_bilinear_upsampled_coarser_output(reference_dir):
-    cfg = published_cfg(reference_dir, SMALL[:4] + ["MODEL.SEM_SEG_HEAD.TRANSFORMER_ENC_LAYERS", 0])
+    cfg = published_cfg(SMALL[:4] + ["MODEL.SEM_SEG_HEAD.TRANSFORMER_ENC_LAYERS", 0])
     decoder = build_pixel_decoder(cfg, shapes(GOLDEN_CHANNELS)).eval()
     feats = features(GOLDEN_CHANNELS, (72, 104))
     with torch.no_grad():
@@ -167,9 +159,9 @@ def test_missing_features_and_bad_encoder_in_features_are_clear_errors(reference
     del feats["res2"]
     with pytest.raises(KeyError, match="res2"):
         small_decoder.forward_features(feats)
-    cfg = published_cfg(reference_dir, SMALL + ["MODEL.SEM_SEG_HEAD.IN_FEATURES", ["res2", "res3", "res4"]])
+    cfg = published_cfg(SMALL + ["MODEL.SEM_SEG_HEAD.IN_FEATURES", ["res2", "res3", "res4"]])
     with pytest.raises(ValueError, match="res5"):
         build_pixel_decoder(cfg, shapes(GOLDEN_CHANNELS))
-    cfg = published_cfg(reference_dir, SMALL + ["MODEL.SEM_SEG_HEAD.CONVS_DIM", 48])
+    cfg = published_cfg(SMALL + ["MODEL.SEM_SEG_HEAD.CONVS_DIM", 48])
     with pytest.raises(ValueError, match="multiple of 32"):
         build_pixel_decoder(cfg, shapes(GOLDEN_CHANNELS))

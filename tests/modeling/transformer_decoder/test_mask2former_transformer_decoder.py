@@ -1,8 +1,8 @@
 """MultiScaleMaskedTransformerDecoder: output layout, published parameter names, masked attention."""
-import json
 
 import pytest
 import torch
+from helpers.configs import COCO_PANOPTIC, published_config, published_shapes, published_subset, tiny_head_opts
 from torch import nn
 
 from mask2former_dinat.config import get_cfg
@@ -18,7 +18,6 @@ from mask2former_dinat.modeling.transformer_decoder.layers import (
 )
 
 PREFIX = "sem_seg_head.predictor."
-COCO_PANOPTIC = "configs/coco/panoptic-segmentation/dinat/maskformer2_dinat_large_IN21k_384_bs16_100ep.yaml"
 
 
 def tiny_decoder(**overrides):
@@ -34,28 +33,17 @@ def tiny_inputs(batch=2, channels=16, mask_dim=8):
     return feats, torch.randn(batch, mask_dim, 16, 16)
 
 
-def published_cfg(reference_dir, config_path, opts=None):
+def published_cfg(config_path, opts=None):
     """get_cfg() with the published config's MASK_FORMER / SEM_SEG_HEAD values (and opts)."""
-    values = json.loads((reference_dir / "published_configs.json").read_text())[config_path]
-    cfg = get_cfg()
-    for key, value in values.items():
-        if key.startswith(("MODEL.MASK_FORMER.", "MODEL.SEM_SEG_HEAD.")):
-            *parents, leaf = key.split(".")
-            node = cfg
-            for name in parents:
-                node = node[name]
-            node[leaf] = value
-    if opts:
-        cfg.merge_from_list([x for kv in opts.items() for x in kv])
-    return cfg
+    return published_subset(config_path, ["MODEL.MASK_FORMER.", "MODEL.SEM_SEG_HEAD."], opts=opts or {})
 
 
 def test_outputs_have_one_prediction_per_layer_plus_the_initial_one():
     cfg = get_cfg()
     cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES = 4
     cfg.MODEL.SEM_SEG_HEAD.MASK_DIM = 8
+    cfg.merge_from_list(tiny_head_opts(hidden_dim=16, queries=6, nheads=4, dim_feedforward=32, dec_layers=5))
     mf = cfg.MODEL.MASK_FORMER
-    mf.HIDDEN_DIM, mf.NUM_OBJECT_QUERIES, mf.NHEADS, mf.DIM_FEEDFORWARD, mf.DEC_LAYERS = 16, 6, 4, 32, 5
     decoder = build_transformer_decoder(cfg, in_channels=16)
     assert len(decoder.transformer_cross_attention_layers) == 4
 
@@ -73,12 +61,12 @@ def test_outputs_have_one_prediction_per_layer_plus_the_initial_one():
 
 @pytest.mark.parametrize("config_path", [
     COCO_PANOPTIC,
-    "configs/ade20k/semantic-segmentation/dinat/maskformer2_dinat_large_IN21k_384_bs16_160k.yaml",
-    "configs/cityscapes/instance-segmentation/dinat/maskformer2_dinat_large_IN21k_384_bs16_90k.yaml",
+    published_config("ade20k", "semantic"),
+    published_config("cityscapes", "instance"),
 ])
 def test_published_configs_build_exactly_the_published_predictor_parameters(reference_dir, config_path):
-    cfg = published_cfg(reference_dir, config_path)
-    manifest = json.loads((reference_dir / "published_state_dict_manifest.json").read_text())[config_path]
+    cfg = published_cfg(config_path)
+    manifest = published_shapes(config_path)
     expected = {k[len(PREFIX):]: v for k, v in manifest.items() if k.startswith(PREFIX)}
     with torch.device("meta"):
         decoder = build_transformer_decoder(cfg, in_channels=cfg.MODEL.SEM_SEG_HEAD.CONVS_DIM)
@@ -91,7 +79,7 @@ def test_published_configs_build_exactly_the_published_predictor_parameters(refe
 
 def test_golden_small_model_predictor_weights_load_strictly(reference_dir):
     golden = torch.load(reference_dir / "golden_panoptic_small.pth", weights_only=True)
-    cfg = published_cfg(reference_dir, golden["base_config"], golden["opts"])
+    cfg = published_cfg(golden["base_config"], golden["opts"])
     decoder = build_transformer_decoder(cfg, in_channels=cfg.MODEL.SEM_SEG_HEAD.CONVS_DIM)
     state = {k[len(PREFIX):]: v for k, v in golden["model"]["model"].items() if k.startswith(PREFIX)}
     decoder.load_state_dict(state, strict=True)
