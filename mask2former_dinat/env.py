@@ -39,14 +39,12 @@ def detectron2_info():
         import detectron2  # noqa: F401
     except ImportError as e:
         return f"none: detectron2 is not importable ({e})", "n/a"
-    try:
-        from detectron2 import _C
-    except ImportError as e:
-        ops = f"missing ({e})"
-        stub = False
-    else:
-        stub = getattr(_C, "MASK2FORMER_DINAT_STUB", False)
-        ops = "absent (pure-Python stand-in; Mask2Former does not need them)" if stub else f"compiled ({_C.__file__})"
+    from mask2former_dinat.engine.detectron2_release import compiled_ops
+
+    state, detail = compiled_ops()
+    stub = state == "stand-in"
+    ops = {"missing": f"missing ({detail})", "compiled": f"compiled ({detail})",
+           "stand-in": "absent (pure-Python stand-in; Mask2Former does not need them)"}[state]
     source = _setup_record().get("detectron2_source")
     if source is None:
         source = ("(c) offline fallback: pb1-detectron2 0.6 without C++ ops" if stub

@@ -35,7 +35,7 @@ STUB_C = '''"""Stand-in for detectron2's compiled ops, written by mask2former-di
 This detectron2 0.6 was built without its C++ extension. Mask2Former does not
 use any of its ops; install upstream detectron2 from source to get them.
 """
-MASK2FORMER_DINAT_STUB = True
+MASK2FORMER_DINAT_STUB = True  # read by mask2former_dinat.engine.detectron2_release.compiled_ops
 
 
 def get_compiler_version():

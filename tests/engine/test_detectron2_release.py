@@ -2,6 +2,7 @@
 import importlib
 import inspect
 import logging
+import sys
 
 import pytest
 import torch
@@ -98,3 +99,24 @@ def test_checkpoint_without_optimizer_state_starts_it_fresh_on_0_6(monkeypatch, 
         trainer.load_state_dict({"iteration": 7})
     assert trainer._trainer.loaded is None and trainer.calls == ["detectron2 load_state_dict"]
     assert "no optimizer state" in caplog.text
+
+
+def test_compiled_ops_tell_the_offline_stand_in_from_a_real_build():
+    from detectron2 import _C
+
+    state, detail = detectron2_release.compiled_ops()
+    if getattr(_C, detectron2_release.STUB_MARKER, False):
+        assert state == "stand-in" and detail == _C.__file__
+        assert detectron2_release.is_release_0_6()  # the offline fallback installs release 0.6 only
+    else:
+        assert state == "compiled" and detail == _C.__file__ and hasattr(_C, "get_compiler_version")
+
+
+def test_compiled_ops_report_a_missing_extension_with_its_import_error(monkeypatch):
+    import detectron2
+
+    monkeypatch.delitem(sys.modules, "detectron2._C", raising=False)
+    monkeypatch.delattr(detectron2, "_C", raising=False)
+    monkeypatch.setitem(sys.modules, "detectron2._C", None)  # makes `from detectron2 import _C` fail
+    state, detail = detectron2_release.compiled_ops()
+    assert state == "missing" and "detectron2._C" in detail
