@@ -2,6 +2,7 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import torch
 
@@ -172,3 +173,16 @@ def test_interrupted_shared_torch_install_is_redone_not_reused(tmp_path):
     assert "--no-deps" in lines[2] and lines[2].endswith("torchvision==2")
     setup_env.install_shared_torch(pip, target, "torch==1 torchvision==2")  # complete: nothing to do
     assert len(calls.read_text().splitlines()) == 3
+
+
+def test_setup_cache_is_the_download_cache(tmp_path, monkeypatch):
+    from mask2former_dinat.checkpoint.download import default_cache_dir
+
+    setup_env = _setup_env()
+    monkeypatch.delenv("M2F_DINAT_CACHE", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert setup_env.cache_root() == Path(default_cache_dir()) == tmp_path / "xdg" / "mask2former_dinat"
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    assert setup_env.cache_root() == Path(default_cache_dir())
+    monkeypatch.setenv("M2F_DINAT_CACHE", str(tmp_path / "own"))
+    assert setup_env.cache_root() == Path(default_cache_dir()) == tmp_path / "own"

@@ -84,7 +84,11 @@ def upstream_reachable(timeout=15):
 
 
 def cache_root():
-    return Path(os.environ.get("M2F_DINAT_CACHE", Path.home() / ".cache" / "mask2former_dinat"))
+    """The project's cache, the same folder as mask2former_dinat.checkpoint.download.default_cache_dir()
+    (which this script cannot import: the package needs torch and detectron2 installed first)."""
+    if os.environ.get("M2F_DINAT_CACHE"):
+        return Path(os.environ["M2F_DINAT_CACHE"]).expanduser()
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache").expanduser() / "mask2former_dinat"
 
 
 def python_tag(python):
