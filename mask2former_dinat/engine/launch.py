@@ -5,6 +5,12 @@ with NCCL. There, without CUDA, this launcher starts the processes itself and jo
 gloo, then sets up detectron2's per-machine ("local") process group the way detectron2's launch
 does, so `detectron2.utils.comm` (ranks, gathers, barriers) works the same on CPU. With CUDA, or
 on later upstream detectron2 (whose launch runs on CPU with gloo), detectron2's launch runs.
+
+On CPU, with either detectron2, two things keep a finished multi-process run from being reported
+as failed: dist_url="auto" rendezvouses through a temporary file instead of a TCP store hosted by
+rank 0, and each worker ends with `os._exit(0)` after a final barrier. Tearing gloo down, explicitly
+or in the interpreter's exit, now and then aborts a process on current torch ("terminate called
+without an active exception"; seen on upstream detectron2's launch too).
 """
 import contextlib
 import logging
@@ -37,8 +43,8 @@ def launch(
 ):
     """Call `main_func(*args)` in `num_processes_per_machine` processes on each machine.
 
-    With CUDA, or on upstream detectron2 after 0.6, this is detectron2's launch. Without CUDA the
-    processes run on CPU and communicate with gloo. `dist_url` is the rendezvous address
+    With CUDA this is detectron2's launch. Without CUDA the processes run on CPU and communicate
+    with gloo (started by detectron2's launch after 0.6, by this module on 0.6). `dist_url` is the rendezvous address
     ("tcp://host:port"); "auto" rendezvouses through a temporary file (single machine only). One process
     in total runs `main_func` in this process, without a process group.
     """
@@ -49,7 +55,7 @@ def launch(
         )
     if not 0 <= machine_rank < num_machines:
         raise ValueError(f"machine_rank must be in [0, {num_machines}), got {machine_rank}.")
-    if torch.cuda.is_available() or not detectron2_release.is_release_0_6():
+    if torch.cuda.is_available():
         return _detectron2_launch(
             main_func,
             num_processes_per_machine,
@@ -70,11 +76,18 @@ def launch(
         if dist_url == "auto":
             if num_machines != 1:
                 raise ValueError("dist_url='auto' only works on one machine; pass tcp://<host of rank 0>:<port>.")
-            # One machine: rendezvous through a file. With a TCP store, rank 0 hosts the store's
-            # server thread, and tearing gloo down at exit now and then aborts a process
-            # ("terminate called without an active exception").
             store_dir = cleanup.enter_context(tempfile.TemporaryDirectory(prefix="m2f_dinat_dist_"))
             dist_url = f"file://{os.path.join(store_dir, 'store')}"
+        if not detectron2_release.is_release_0_6():
+            return _detectron2_launch(
+                _ExitAfterSuccess(main_func),
+                num_processes_per_machine,
+                num_machines=num_machines,
+                machine_rank=machine_rank,
+                dist_url=dist_url,
+                args=args,
+                timeout=timeout,
+            )
         mp.start_processes(
             _cpu_worker,
             nprocs=num_processes_per_machine,
@@ -82,6 +95,26 @@ def launch(
             daemon=False,
             start_method="spawn",
         )
+
+
+class _ExitAfterSuccess:
+    """`main_func` for a CPU worker of detectron2's launch: run it, then end the process as
+    `_cpu_worker` does (barrier, flush, `os._exit(0)`), skipping gloo's teardown."""
+
+    def __init__(self, main_func):
+        self.main_func = main_func
+
+    def __call__(self, *args):
+        self.main_func(*args)
+        comm.synchronize()
+        _exit_cleanly()
+
+
+def _exit_cleanly():
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 def _cpu_worker(local_rank, main_func, world_size, num_per_machine, machine_rank, dist_url, args, timeout):
@@ -107,10 +140,4 @@ def _cpu_worker(local_rank, main_func, world_size, num_per_machine, machine_rank
     except BaseException:
         dist.destroy_process_group()
         raise
-    # Success: end the worker here. Tearing gloo down (explicitly or in the interpreter's exit)
-    # now and then aborts the process on current torch ("terminate called without an active
-    # exception"), which would turn a finished run into a failed one.
-    logging.shutdown()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(0)
+    _exit_cleanly()  # success: skip gloo's teardown (module docstring)
