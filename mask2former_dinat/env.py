@@ -9,6 +9,7 @@ detectron2, PyTorch and its build, GPUs and CUDA, Pillow, torchvision, OpenCV).
 import importlib
 import importlib.metadata
 import json
+import os
 import platform
 import sys
 from pathlib import Path
@@ -114,13 +115,18 @@ def format_report(rows):
 
 
 def main():
-    print(format_report(collect()))
     try:
-        from detectron2.utils.collect_env import collect_env_info
-    except ImportError:
-        return  # the rows above say why
-    print()
-    print(collect_env_info())
+        print(format_report(collect()), flush=True)
+        try:
+            from detectron2.utils.collect_env import collect_env_info
+        except ImportError:
+            return  # the rows above say why
+        print()
+        print(collect_env_info(), flush=True)
+    except BrokenPipeError:
+        # The reader went away (`... | head`): stop quietly, and keep Python's exit-time flush of
+        # stdout from raising again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
 if __name__ == "__main__":

@@ -58,6 +58,18 @@ def test_env_report_names_detectron2_source_and_na_backend():
         "natten serves DiNAT's biased attention"].startswith("no")
 
 
+def test_env_report_piped_into_a_reader_that_stops_early_ends_quietly():
+    # `python -m mask2former_dinat.env | head -1`: the reader closes the pipe after one line.
+    proc = subprocess.Popen([sys.executable, "-m", "mask2former_dinat.env"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    first = proc.stdout.readline()
+    proc.stdout.close()
+    stderr = proc.stderr.read().decode()
+    proc.wait(timeout=120)
+    assert first.strip()
+    assert "Traceback" not in stderr and "BrokenPipeError" not in stderr, stderr
+
+
 def test_setup_record_matches_the_installed_detectron2():
     from mask2former_dinat.env import SETUP_RECORD, detectron2_info
 
