@@ -25,7 +25,13 @@ from .key_report import (
     compare_state_dicts,
     group_keys,
 )
-from .restricted_load import ALLOW_PICKLE_ENV, UnsafeCheckpointError, load_checkpoint_file, pickle_allowed_by_env
+from .restricted_load import (
+    ALLOW_PICKLE_ENV,
+    CorruptCheckpointError,
+    UnsafeCheckpointError,
+    load_checkpoint_file,
+    pickle_allowed_by_env,
+)
 
 __all__ = [
     "ALLOW_PICKLE_ENV",
@@ -33,6 +39,7 @@ __all__ = [
     "CheckpointDownloadError",
     "CheckpointKeyReport",
     "CheckpointMismatchError",
+    "CorruptCheckpointError",
     "Mask2FormerCheckpointer",
     "PretrainingLoad",
     "UnsafeCheckpointError",
