@@ -110,11 +110,18 @@ def _load_pkl(path: str, allow_pickle: bool) -> Any:
             raise CorruptCheckpointError(path, ".pkl", e) from None
 
 
+# OSErrors about reaching the file, not its content (a torch file cut inside its zip directory
+# raises a plain OSError "Invalid argument").
+_ACCESS_ERRORS = (FileNotFoundError, PermissionError, IsADirectoryError)
+
+
 def _load_torch(path: str, allow_pickle: bool) -> Any:
     if allow_pickle:
         try:
             return torch.load(path, map_location="cpu", weights_only=False)
-        except (RuntimeError, EOFError, pickle.UnpicklingError) as e:
+        except (RuntimeError, EOFError, pickle.UnpicklingError, OSError) as e:
+            if isinstance(e, _ACCESS_ERRORS):
+                raise
             raise CorruptCheckpointError(path, "PyTorch", e) from None
     safe_globals = getattr(torch.serialization, "safe_globals", None)  # torch >= 2.5
     scope = safe_globals(_torch_safe_numpy_globals()) if safe_globals else contextlib.nullcontext()
@@ -131,7 +138,9 @@ def _load_torch(path: str, allow_pickle: bool) -> Any:
             f"Refusing to load {path}: it holds Python objects besides tensors and plain data ({what}), "
             f"and only full unpickling, which can run arbitrary code, would build them. {_opt_in_text()}"
         ) from None
-    except (RuntimeError, EOFError, KeyError, ValueError) as e:
+    except (RuntimeError, EOFError, KeyError, ValueError, OSError) as e:
+        if isinstance(e, _ACCESS_ERRORS):
+            raise
         raise CorruptCheckpointError(path, "PyTorch", e) from None
 
 
