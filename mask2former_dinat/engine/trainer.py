@@ -65,13 +65,17 @@ class Trainer(TrainerOptimizerState, DefaultTrainer):
         stream = self._trainer.data_loader
         seed = stream.seed if isinstance(stream, TrainStream) else self.cfg.SEED
         self._divergence_guard = DivergenceGuard()
-        return [StepSeeding(seed), *super().build_hooks(), self._divergence_guard]
+        # The guard checks the weights after a step before the checkpoint hook may save them.
+        return [StepSeeding(seed), self._divergence_guard, *super().build_hooks()]
 
     def run_step(self):
         try:
             super().run_step()
-        except FloatingPointError as e:
-            raise self._divergence_guard.error(self.iter, e) from None
+        except Exception as e:
+            diverged = self._divergence_guard.error(self.iter, e)
+            if diverged is None:
+                raise
+            raise diverged from None
 
     def state_dict(self):
         ret = super().state_dict()
