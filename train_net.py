@@ -25,6 +25,7 @@ from mask2former_dinat.checkpoint import (
     UnsafeCheckpointError,
 )
 from mask2former_dinat.config import get_cfg
+from mask2former_dinat.data.checked_test_loader import UnreadableImageError
 from mask2former_dinat.engine import Trainer, launch
 from mask2former_dinat.engine.divergence import TrainingDivergedError
 
@@ -35,6 +36,7 @@ USER_ERRORS = (
     CorruptCheckpointError,
     UnsafeCheckpointError,
     TrainingDivergedError,
+    UnreadableImageError,
 )
 
 
@@ -67,6 +69,7 @@ def setup(args):
 
 def main(args):
     cfg = setup(args)
+    Trainer.skip_bad_test_images = args.skip_bad
     if args.eval_only:
         model = Trainer.build_model(cfg)
         # Evaluation loads every weight or fails with a report of the keys that do not fit.

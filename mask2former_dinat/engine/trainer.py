@@ -10,6 +10,7 @@ from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
 from mask2former_dinat.checkpoint import Mask2FormerCheckpointer
+from mask2former_dinat.data.checked_test_loader import build_checked_test_loader
 from mask2former_dinat.data.train_stream import TrainStream, build_train_stream
 from mask2former_dinat.evaluation import build_evaluator
 from mask2former_dinat.modeling.test_time_augmentation import SemanticSegmentorWithTTA
@@ -106,6 +107,14 @@ class Trainer(TrainerOptimizerState, DefaultTrainer):
     @classmethod
     def build_train_loader(cls, cfg):
         return build_train_stream(cfg)
+
+    # Evaluation leaves out (and counts) test images that cannot be read (train_net.py --skip-bad);
+    # False: such an image stops evaluation, named.
+    skip_bad_test_images = False
+
+    @classmethod
+    def build_test_loader(cls, cfg, dataset_name):
+        return build_checked_test_loader(cfg, dataset_name, skip_bad=cls.skip_bad_test_images)
 
     @classmethod
     def build_optimizer(cls, cfg, model):
