@@ -12,6 +12,7 @@ atomically (`atomic_write`), and resumes from the newest readable checkpoint whe
 """
 import dataclasses
 import os
+import re
 from typing import Any, Dict, List, Mapping, Optional
 
 import torch
@@ -27,6 +28,9 @@ from .key_report import CheckpointKeyReport, CheckpointMismatchError, Pretrainin
 from .restricted_load import CorruptCheckpointError, load_checkpoint_file, pickle_allowed_by_env
 
 __all__ = ["Mask2FormerCheckpointer"]
+
+# atomic_write's temporary name for <name>.pth.
+PARTIAL_SAVE = re.compile(r"\..+\.pth\.[0-9a-f]{8}\.tmp")
 
 
 class Mask2FormerCheckpointer(DetectionCheckpointer):
@@ -70,6 +74,7 @@ class Mask2FormerCheckpointer(DetectionCheckpointer):
         skipped (with a warning naming it) for the newest complete one in save_dir."""
         if not (resume and self.has_checkpoint()):
             return super().resume_or_load(path, resume=resume)
+        self._remove_partial_saves()
         latest = self.get_checkpoint_file()
         try:
             return self.load(latest)
@@ -87,6 +92,16 @@ class Mask2FormerCheckpointer(DetectionCheckpointer):
             )
             return checkpoint
         raise error
+
+    def _remove_partial_saves(self) -> None:
+        """Deletes the temporary files of saves that a killed run left (never loaded, but as large
+        as a checkpoint each)."""
+        if "://" in self.save_dir or not self.save_to_disk:
+            return
+        for name in os.listdir(self.save_dir):
+            if PARTIAL_SAVE.fullmatch(name):
+                os.unlink(os.path.join(self.save_dir, name))
+                self.logger.info(f"Removed {name}, the partial file of an interrupted checkpoint save.")
 
     def _older_checkpoints(self, latest: str) -> List[str]:
         """The other checkpoint files (*.pth) of save_dir, newest first (by modification time)."""

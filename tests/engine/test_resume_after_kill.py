@@ -74,6 +74,7 @@ def test_killed_between_steps_and_during_a_save_resumes_with_the_uninterrupted_l
     assert "Starting training from iteration 2" in third.stdout + third.stderr
     assert (out / "last_checkpoint").read_text() == "model_final.pth"
     assert torch.load(out / "model_final.pth", weights_only=True)["iteration"] == MAX_ITER - 1
+    assert not list(out.glob(".*.tmp"))  # the resume removed the partial save
 
     runs = _losses(log)
     assert [r["iteration"] for r in runs] == [0, 1, 2, 2, 2, 3, 4, 5]  # the save at 3 precedes its log line
