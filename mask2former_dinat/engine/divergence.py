@@ -29,15 +29,21 @@ class TrainingDivergedError(FloatingPointError):
     """Training produced NaN or infinite values; the message says where and what to do."""
 
 
-def _finite(value) -> bool:
-    """Whether every floating-point tensor in a (nested) output is finite."""
+def _float_tensors(value) -> List[torch.Tensor]:
+    """The floating-point tensors in a (nested) output."""
     if isinstance(value, torch.Tensor):
-        return not value.is_floating_point() or bool(torch.isfinite(value).all())
+        return [value] if value.is_floating_point() else []
     if isinstance(value, dict):
-        return all(_finite(v) for v in value.values())
+        value = list(value.values())
     if isinstance(value, (list, tuple)):
-        return all(_finite(v) for v in value)
-    return True
+        return [t for v in value for t in _float_tensors(v)]
+    return []
+
+
+def _finite(value) -> bool:
+    """Whether every floating-point tensor in a (nested) output is finite (one device sync)."""
+    tensors = _float_tensors(value)
+    return not tensors or bool(torch.stack([torch.isfinite(t.detach()).all() for t in tensors]).all())
 
 
 def _listing(names: Sequence[str]) -> str:
