@@ -69,7 +69,7 @@ def setup(args):
 
 def main(args):
     cfg = setup(args)
-    Trainer.skip_bad_test_images = args.skip_bad
+    Trainer.skip_bad_test_images = getattr(args, "skip_bad", False)
     if args.eval_only:
         model = Trainer.build_model(cfg)
         # Evaluation loads every weight or fails with a report of the keys that do not fit.

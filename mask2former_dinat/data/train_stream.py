@@ -44,7 +44,7 @@ class _SeededRNG:
 
     def __enter__(self):
         self._states = (torch.get_rng_state(), np.random.get_state(), random.getstate())
-        torch.manual_seed(self.seed)
+        torch.default_generator.manual_seed(self.seed)  # CPU only: mappers run there, CUDA's state is left alone
         np.random.seed(self.seed)
         random.seed(self.seed)
 

@@ -30,8 +30,9 @@ class Trainer(TrainerOptimizerState, DefaultTrainer):
 
     A resumed run continues exactly where the checkpoint was taken: the data come from a
     TrainStream whose position is in the checkpoint, and StepSeeding seeds each iteration's
-    random numbers from (seed, iteration). DivergenceGuard names the loss terms that became
-    NaN or infinite."""
+    random numbers from (seed, iteration). DivergenceGuard stops training, naming what became
+    NaN or infinite, before a diverged state is saved. Evaluation names unreadable test images
+    (or, with `skip_bad_test_images`, leaves them out)."""
 
     def __init__(self, cfg):
         # DefaultTrainer.__init__ with three changes detectron2 has no hooks for: a CPU model is

@@ -72,7 +72,7 @@ def main(argv):
 
         torch.save = save_then_die
 
-    args = default_argument_parser().parse_args(argv[split + 1 :])
+    args = train_net._add_arguments(default_argument_parser()).parse_args(argv[split + 1 :])
     train_net.main(args)
 
 
