@@ -364,6 +364,16 @@ def test_unwritable_output_folder_fails_before_the_model_is_built(weights, tmp_p
     assert "choose another --output" in err or message.startswith("cannot create")
 
 
+def test_truncated_checkpoint_is_named_in_one_message(weights, tmp_path, capsys):
+    cut = tmp_path / "cut.pth"
+    cut.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    image = write_image(tmp_path / "a.png", scene_bgr(32, 32))
+    assert run_demo(cut, "--input", image, "--output", tmp_path / "vis.png") == 2
+    err = capsys.readouterr().err
+    assert f"cannot set up the model: {cut} is not a readable PyTorch checkpoint" in err
+    assert "truncated or corrupt" in err and "Traceback" not in err
+
+
 def test_ctrl_c_while_writing_a_video_leaves_a_playable_video_of_the_frames_done(weights, tmp_path):
     total = 200
     source = write_video(tmp_path / "clip.mp4", num_frames=total, height=32, width=40, fps=10)
