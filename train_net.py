@@ -8,6 +8,8 @@
 Without CUDA it runs on CPU, and `--num-gpus N` starts N CPU processes joined with gloo.
 The training itself is mask2former_dinat.engine.Trainer; this file is its command line.
 """
+import sys
+
 import torch
 from detectron2.engine import default_argument_parser, default_setup
 from detectron2.evaluation import verify_results
@@ -15,9 +17,37 @@ from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
 import mask2former_dinat  # noqa: F401  (registers the model and the datasets)
-from mask2former_dinat.checkpoint import Mask2FormerCheckpointer
+from mask2former_dinat.checkpoint import (
+    CheckpointDownloadError,
+    CheckpointMismatchError,
+    CorruptCheckpointError,
+    Mask2FormerCheckpointer,
+    UnsafeCheckpointError,
+)
 from mask2former_dinat.config import get_cfg
+from mask2former_dinat.data.checked_test_loader import UnreadableImageError
 from mask2former_dinat.engine import Trainer, launch
+from mask2former_dinat.engine.divergence import TrainingDivergedError
+
+# Errors whose message says all a user needs (which file, what to do): printed without a traceback.
+USER_ERRORS = (
+    CheckpointDownloadError,
+    CheckpointMismatchError,
+    CorruptCheckpointError,
+    UnsafeCheckpointError,
+    TrainingDivergedError,
+    UnreadableImageError,
+)
+
+
+def _add_arguments(parser):
+    """This project's options beside detectron2's default ones."""
+    parser.add_argument(
+        "--skip-bad",
+        action="store_true",
+        help="evaluation: leave out (and count) test images that are missing or unreadable instead of stopping",
+    )
+    return parser
 
 
 def setup(args):
@@ -39,6 +69,7 @@ def setup(args):
 
 def main(args):
     cfg = setup(args)
+    Trainer.skip_bad_test_images = getattr(args, "skip_bad", False)
     if args.eval_only:
         model = Trainer.build_model(cfg)
         # Evaluation loads every weight or fails with a report of the keys that do not fit.
@@ -59,13 +90,17 @@ def main(args):
 
 
 if __name__ == "__main__":
-    args = default_argument_parser().parse_args()
+    args = _add_arguments(default_argument_parser()).parse_args()
     print("Command Line Args:", args)
-    launch(
-        main,
-        args.num_gpus,
-        num_machines=args.num_machines,
-        machine_rank=args.machine_rank,
-        dist_url=args.dist_url,
-        args=(args,),
-    )
+    try:
+        launch(
+            main,
+            args.num_gpus,
+            num_machines=args.num_machines,
+            machine_rank=args.machine_rank,
+            dist_url=args.dist_url,
+            args=(args,),
+        )
+    except USER_ERRORS as e:
+        print(f"train_net.py: error: {e}", file=sys.stderr)
+        sys.exit(1)

@@ -14,7 +14,10 @@ import glob
 import logging
 import math
 import os
+import signal
 import sys
+import tempfile
+import threading
 import time
 from typing import List, Optional, Sequence, Tuple
 
@@ -196,12 +199,20 @@ def video_output_path(output: str, source_name: str) -> str:
 
 
 def _make_folder(folder: str) -> None:
-    if not folder:
-        return
+    """Creates the output folder and makes sure a file can be written into it (a probe file,
+    deleted), so that an unwritable output fails before the model is built."""
+    folder = folder or "."
     try:
         os.makedirs(folder, exist_ok=True)
     except OSError as e:
         raise DemoError(f"cannot create the output folder {folder}: {e.strerror or e}") from None
+    try:
+        with tempfile.TemporaryFile(dir=folder, prefix=".demo-write-test-"):
+            pass
+    except OSError as e:
+        raise DemoError(
+            f"cannot write into the output folder {folder}: {e.strerror or e}; choose another --output"
+        ) from None
 
 
 def gui_problem() -> Optional[str]:
@@ -340,12 +351,20 @@ def process_stream(demo: VisualizationDemo, capture: cv2.VideoCapture, name: str
             writer.write(drawn)
             frames += 1
     except KeyboardInterrupt:
-        logger.warning("stopped after %d frames", frames)
+        if writer is not None:
+            _finish_video(writer)
+            writer = None
+            logger.warning(
+                "stopped (Ctrl-C) after %d of %s frames: %s holds the %d frames drawn so far (a playable video)",
+                frames, total if total > 0 else "?", output, frames,
+            )
+        else:
+            logger.warning("stopped (Ctrl-C) after %d frames", frames)
         return 130
     finally:
         frames_drawn.close()
         if writer is not None:
-            writer.release()
+            _finish_video(writer)
         if output is None:
             cv2.destroyAllWindows()
     if frames == 0:
@@ -353,6 +372,21 @@ def process_stream(demo: VisualizationDemo, capture: cv2.VideoCapture, name: str
     if output is not None:
         logger.info("wrote %d frames (%g fps) to %s", frames, fps, output)
     return 0
+
+
+def _finish_video(writer: cv2.VideoWriter) -> None:
+    """Closes the video file (writes its index, without which it does not play); a second
+    Ctrl-C meanwhile is ignored, since it would leave the file unplayable."""
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN) if _on_main_thread() else None
+    try:
+        writer.release()
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
+
+
+def _on_main_thread() -> bool:
+    return threading.current_thread() is threading.main_thread()
 
 
 def run(args) -> int:

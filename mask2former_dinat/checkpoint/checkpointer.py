@@ -6,11 +6,13 @@ local path or an http(s) URL (`download`), reads files without running code from
 (`restricted_load`), recognises an ImageNet DiNAT classification checkpoint and converts it in
 memory into the backbone (`mask2former_dinat.imagenet_pretraining`), reports the keys that do not
 fit before loading (`key_report`; `strict=True` raises instead of loading part of a checkpoint,
-and a checkpoint that shares no key with the model is always an error), and writes checkpoints
-atomically (`atomic_write`).
+and a checkpoint that shares no key with the model is always an error), writes checkpoints
+atomically (`atomic_write`), and resumes from the newest readable checkpoint when the one
+`last_checkpoint` names is truncated or corrupt.
 """
 import dataclasses
 import os
+import re
 from typing import Any, Dict, List, Mapping, Optional
 
 import torch
@@ -23,9 +25,12 @@ from mask2former_dinat import imagenet_pretraining
 from .atomic_write import atomic_write
 from .download import resolve_weights_path
 from .key_report import CheckpointKeyReport, CheckpointMismatchError, PretrainingLoad, compare_state_dicts
-from .restricted_load import load_checkpoint_file, pickle_allowed_by_env
+from .restricted_load import CorruptCheckpointError, load_checkpoint_file, pickle_allowed_by_env
 
 __all__ = ["Mask2FormerCheckpointer"]
+
+# atomic_write's temporary name for <name>.pth.
+PARTIAL_SAVE = re.compile(r"\..+\.pth\.[0-9a-f]{8}\.tmp")
 
 
 class Mask2FormerCheckpointer(DetectionCheckpointer):
@@ -63,6 +68,49 @@ class Mask2FormerCheckpointer(DetectionCheckpointer):
         self._source: Optional[str] = None
 
     # -- loading ---------------------------------------------------------------------------
+
+    def resume_or_load(self, path: str, *, resume: bool = True) -> Dict[str, Any]:
+        """detectron2's resume_or_load; on resume, a truncated or corrupt latest checkpoint is
+        skipped (with a warning naming it) for the newest complete one in save_dir."""
+        if not (resume and self.has_checkpoint()):
+            return super().resume_or_load(path, resume=resume)
+        self._remove_partial_saves()
+        latest = self.get_checkpoint_file()
+        try:
+            return self.load(latest)
+        except (CorruptCheckpointError, FileNotFoundError) as e:
+            error = e
+        for candidate in self._older_checkpoints(latest):
+            try:
+                checkpoint = self.load(candidate)
+            except (CorruptCheckpointError, FileNotFoundError):
+                self.logger.warning(f"{candidate} is also unreadable; trying an older checkpoint.")
+                continue
+            self.logger.warning(
+                f"Resuming from {candidate}, the newest complete checkpoint, because the latest one "
+                f"is unreadable: {error}"
+            )
+            return checkpoint
+        raise error
+
+    def _remove_partial_saves(self) -> None:
+        """Deletes the temporary files of saves that a killed run left (never loaded, but as large
+        as a checkpoint each)."""
+        if "://" in self.save_dir or not self.save_to_disk:
+            return
+        for name in os.listdir(self.save_dir):
+            if PARTIAL_SAVE.fullmatch(name):
+                os.unlink(os.path.join(self.save_dir, name))
+                self.logger.info(f"Removed {name}, the partial file of an interrupted checkpoint save.")
+
+    def _older_checkpoints(self, latest: str) -> List[str]:
+        """The other checkpoint files (*.pth) of save_dir, newest first (by modification time)."""
+        if "://" in self.save_dir:
+            return []
+        names = [n for n in os.listdir(self.save_dir) if n.endswith(".pth") and not n.startswith(".")]
+        paths = [os.path.join(self.save_dir, n) for n in names]
+        paths = [p for p in paths if os.path.isfile(p) and os.path.abspath(p) != os.path.abspath(latest)]
+        return sorted(paths, key=os.path.getmtime, reverse=True)
 
     def load(self, path: str, checkpointables: Optional[List[str]] = None) -> Dict[str, Any]:
         """Load weights (and the named checkpointables) from a local path or an http(s) URL."""

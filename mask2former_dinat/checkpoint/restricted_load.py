@@ -17,9 +17,28 @@ from typing import Any, Dict, List, Mapping, Tuple
 import numpy as np
 import torch
 
-__all__ = ["ALLOW_PICKLE_ENV", "UnsafeCheckpointError", "load_checkpoint_file", "pickle_allowed_by_env"]
+__all__ = [
+    "ALLOW_PICKLE_ENV",
+    "CorruptCheckpointError",
+    "UnsafeCheckpointError",
+    "load_checkpoint_file",
+    "pickle_allowed_by_env",
+]
 
 ALLOW_PICKLE_ENV = "M2F_DINAT_ALLOW_PICKLE"
+
+
+class CorruptCheckpointError(ValueError):
+    """A checkpoint file cannot be read: truncated (e.g. a copy or download cut off) or corrupt."""
+
+    def __init__(self, path: str, kind: str, cause: BaseException):
+        self.path = path
+        super().__init__(
+            f"{path} is not a readable {kind} checkpoint ({cause}): the file is truncated or corrupt "
+            f"({os.path.getsize(path) if os.path.exists(path) else 0} bytes). Download or copy it again; "
+            "for a training checkpoint, `train_net.py --resume` falls back to the previous complete "
+            "checkpoint in OUTPUT_DIR by itself."
+        )
 
 
 class UnsafeCheckpointError(ValueError):
@@ -87,13 +106,23 @@ def _load_pkl(path: str, allow_pickle: bool) -> Any:
                 f"but this one refers to {e}, which only full unpickling can build, and full unpickling "
                 f"can run arbitrary code. {_opt_in_text()}"
             ) from None
-        except (EOFError, ValueError, TypeError, AttributeError) as e:
-            raise ValueError(f"{path} is not a readable .pkl checkpoint ({e}); it may be truncated or corrupt.") from e
+        except (EOFError, ValueError, TypeError, AttributeError, pickle.UnpicklingError) as e:
+            raise CorruptCheckpointError(path, ".pkl", e) from None
+
+
+# OSErrors about reaching the file, not its content (a torch file cut inside its zip directory
+# raises a plain OSError "Invalid argument").
+_ACCESS_ERRORS = (FileNotFoundError, PermissionError, IsADirectoryError)
 
 
 def _load_torch(path: str, allow_pickle: bool) -> Any:
     if allow_pickle:
-        return torch.load(path, map_location="cpu", weights_only=False)
+        try:
+            return torch.load(path, map_location="cpu", weights_only=False)
+        except (RuntimeError, EOFError, pickle.UnpicklingError, OSError) as e:
+            if isinstance(e, _ACCESS_ERRORS):
+                raise
+            raise CorruptCheckpointError(path, "PyTorch", e) from None
     safe_globals = getattr(torch.serialization, "safe_globals", None)  # torch >= 2.5
     scope = safe_globals(_torch_safe_numpy_globals()) if safe_globals else contextlib.nullcontext()
     try:
@@ -102,15 +131,17 @@ def _load_torch(path: str, allow_pickle: bool) -> Any:
     except pickle.UnpicklingError as e:
         message = str(e)
         if "Weights only load failed" not in message:
-            raise ValueError(f"{path} is not a readable PyTorch checkpoint ({e}); it may be truncated or corrupt.") from e
+            raise CorruptCheckpointError(path, "PyTorch", e) from None
         found = re.search(r"WeightsUnpickler error:\s*(.+?)(?:\.?\s*Please use|\n|$)", message)
         what = found.group(1).strip() if found else message.splitlines()[0]
         raise UnsafeCheckpointError(
             f"Refusing to load {path}: it holds Python objects besides tensors and plain data ({what}), "
             f"and only full unpickling, which can run arbitrary code, would build them. {_opt_in_text()}"
         ) from None
-    except (RuntimeError, EOFError, KeyError, ValueError) as e:
-        raise ValueError(f"{path} is not a readable PyTorch checkpoint ({e}); it may be truncated or corrupt.") from e
+    except (RuntimeError, EOFError, KeyError, ValueError, OSError) as e:
+        if isinstance(e, _ACCESS_ERRORS):
+            raise
+        raise CorruptCheckpointError(path, "PyTorch", e) from None
 
 
 def load_checkpoint_file(path: str, *, allow_pickle: bool = False) -> Dict[str, Any]:

@@ -10,11 +10,14 @@ from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
 from mask2former_dinat.checkpoint import Mask2FormerCheckpointer
-from mask2former_dinat.data.dataset_mappers import build_train_loader
+from mask2former_dinat.data.checked_test_loader import build_checked_test_loader
+from mask2former_dinat.data.train_stream import TrainStream, build_train_stream
 from mask2former_dinat.evaluation import build_evaluator
 from mask2former_dinat.modeling.test_time_augmentation import SemanticSegmentorWithTTA
 from mask2former_dinat.solver import apply_scheduled_lr, build_lr_scheduler, build_optimizer
 
+from .divergence import DivergenceGuard
+from .step_seeding import StepSeeding
 from .trainer_optimizer_state import TrainerOptimizerState
 
 __all__ = ["Trainer"]
@@ -23,7 +26,13 @@ __all__ = ["Trainer"]
 class Trainer(TrainerOptimizerState, DefaultTrainer):
     """detectron2's DefaultTrainer with this project's data, optimizer, schedule and evaluators,
     which also runs multi-process on CPU, keeps the optimizer (and AMP scaler) state in its
-    checkpoints, writes them atomically and resumes on the schedule of its own config."""
+    checkpoints, writes them atomically and resumes on the schedule of its own config.
+
+    A resumed run continues exactly where the checkpoint was taken: the data come from a
+    TrainStream whose position is in the checkpoint, and StepSeeding seeds each iteration's
+    random numbers from (seed, iteration). DivergenceGuard stops training, naming what became
+    NaN or infinite, before a diverged state is saved. Evaluation names unreadable test images
+    (or, with `skip_bad_test_images`, leaves them out)."""
 
     def __init__(self, cfg):
         # DefaultTrainer.__init__ with three changes detectron2 has no hooks for: a CPU model is
@@ -54,8 +63,39 @@ class Trainer(TrainerOptimizerState, DefaultTrainer):
         self.cfg = cfg
         self.register_hooks(self.build_hooks())
 
+    def build_hooks(self):
+        stream = self._trainer.data_loader
+        seed = stream.seed if isinstance(stream, TrainStream) else self.cfg.SEED
+        self._divergence_guard = DivergenceGuard()
+        # The guard checks the weights after a step before the checkpoint hook may save them.
+        return [StepSeeding(seed), self._divergence_guard, *super().build_hooks()]
+
+    def run_step(self):
+        try:
+            super().run_step()
+        except Exception as e:
+            diverged = self._divergence_guard.error(self.iter, e)
+            if diverged is None:
+                raise
+            raise diverged from None
+
+    def state_dict(self):
+        ret = super().state_dict()
+        if isinstance(self._trainer.data_loader, TrainStream):
+            ret["data_stream"] = self._trainer.data_loader.state_dict()
+        return ret
+
     def load_state_dict(self, state_dict):
         super().load_state_dict(state_dict)
+        stream = self._trainer.data_loader
+        if isinstance(stream, TrainStream):
+            if "data_stream" in state_dict:
+                stream.load_state_dict(state_dict["data_stream"])
+            else:
+                logging.getLogger(__name__).warning(
+                    "The checkpoint has no data stream position (written by an older version): the data "
+                    "order restarts from the beginning."
+                )
         # The optimizer holds the lr saved with the checkpoint; the next iteration's lr comes from
         # this run's schedule, which may differ from the saved one (e.g. a larger MAX_ITER).
         if self.iter + 1 < self.max_iter:  # schedules are undefined past MAX_ITER
@@ -67,7 +107,15 @@ class Trainer(TrainerOptimizerState, DefaultTrainer):
 
     @classmethod
     def build_train_loader(cls, cfg):
-        return build_train_loader(cfg)
+        return build_train_stream(cfg)
+
+    # Evaluation leaves out (and counts) test images that cannot be read (train_net.py --skip-bad);
+    # False: such an image stops evaluation, named.
+    skip_bad_test_images = False
+
+    @classmethod
+    def build_test_loader(cls, cfg, dataset_name):
+        return build_checked_test_loader(cfg, dataset_name, skip_bad=cls.skip_bad_test_images)
 
     @classmethod
     def build_optimizer(cls, cfg, model):

@@ -1,8 +1,12 @@
 """MODEL.WEIGHTS as an http(s) URL: downloaded once into the cache, failures named and left out of it."""
+import hashlib
+import io
 import os
 import socket
+import time
 
 import pytest
+import torch
 
 from helpers.checkpoint_models import TinyModel, assert_same_weights, checkpoint_bytes, temp_files
 from helpers.http_server import FileServer, Route
@@ -52,20 +56,57 @@ def test_url_is_downloaded_once_then_loaded_from_the_cache_without_network(tmp_p
     assert_same_weights(third, source)
 
 
-def test_cut_download_leaves_no_file_under_the_final_name_and_retry_succeeds(tmp_path, cache_dir):
+def _partial(url):
+    return cache_path_for_url(url) + ".partial"
+
+
+@pytest.mark.parametrize("ranges", [True, False], ids=["server-allows-ranges", "server-ignores-ranges"])
+def test_cut_download_leaves_no_complete_looking_file_and_the_next_run_finishes_it(tmp_path, cache_dir, ranges):
     data = checkpoint_bytes(tmp_path, {"model": TinyModel().state_dict()})
-    route = Route(data, send_only=len(data) // 2)
+    half = len(data) // 2
+    route = Route(data, send_only=half, ranges=ranges)
     with FileServer({"/w.pth": route}) as server:
         url = server.url("/w.pth")
-        with pytest.raises(CheckpointDownloadError, match=rf"{url} stopped after {len(data) // 2} of {len(data)} bytes"):
+        with pytest.raises(CheckpointDownloadError, match=rf"{url} stopped after {half} of {len(data)} bytes"):
             Mask2FormerCheckpointer(TinyModel()).load(url)
         assert not os.path.exists(cache_path_for_url(url))
-        assert temp_files(cache_dir) == []
+        assert open(_partial(url), "rb").read() == data[:half]  # kept under a name nothing loads
 
         route.send_only = None
-        Mask2FormerCheckpointer(TinyModel()).load(url)
-        assert server.requests["/w.pth"] == 2
+        source = TinyModel()
+        source.load_state_dict(torch.load(io.BytesIO(data), weights_only=True)["model"])
+        loaded = TinyModel()
+        Mask2FormerCheckpointer(loaded).load(url)
+        assert server.range_headers == [None, f"bytes={half}-"]
+    assert_same_weights(loaded, source)
     assert open(cache_path_for_url(url), "rb").read() == data
+    assert not os.path.exists(_partial(url)) and temp_files(cache_dir) == []
+
+
+def test_stalled_download_times_out_naming_the_url(tmp_path, cache_dir, monkeypatch):
+    monkeypatch.setenv("M2F_DINAT_DOWNLOAD_TIMEOUT", "0.5")
+    data = checkpoint_bytes(tmp_path, {"model": TinyModel().state_dict()})
+    with FileServer({"/w.pth": Route(data, send_only=100, hang=True)}) as server:
+        url = server.url("/w.pth")
+        started = time.monotonic()
+        with pytest.raises(CheckpointDownloadError, match=rf"{url} stopped after 100 of {len(data)} bytes.*timed out"):
+            Mask2FormerCheckpointer(TinyModel()).load(url)
+        assert time.monotonic() - started < 10
+    assert not os.path.exists(cache_path_for_url(url))
+
+
+def test_sha256_in_the_url_is_checked_before_the_file_enters_the_cache(tmp_path, cache_dir):
+    data = checkpoint_bytes(tmp_path, {"model": TinyModel().state_dict()})
+    good, bad = hashlib.sha256(data).hexdigest(), hashlib.sha256(b"another file").hexdigest()
+    with FileServer({"/w.pth": Route(data)}) as server:
+        wrong = server.url("/w.pth") + f"#sha256={bad}"
+        with pytest.raises(CheckpointDownloadError, match=rf"SHA-256 is {good}, but the URL says {bad}"):
+            Mask2FormerCheckpointer(TinyModel()).load(wrong)
+        assert not os.path.exists(cache_path_for_url(wrong)) and not os.path.exists(_partial(wrong))
+
+        right = server.url("/w.pth") + f"#sha256={good}"
+        Mask2FormerCheckpointer(TinyModel()).load(right)
+    assert open(cache_path_for_url(right), "rb").read() == data
 
 
 def test_http_error_names_the_url_and_status(cache_dir):

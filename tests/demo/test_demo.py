@@ -2,8 +2,12 @@
 through the strict checkpointer): outputs of the right size, frame count and rate, each task
 drawn, and clear messages for inputs that cannot be used. No test opens a window."""
 import importlib.util
+import os
+import re
+import signal
 import subprocess
 import sys
+import time
 
 import cv2
 import numpy as np
@@ -329,6 +333,75 @@ def test_command_line_runs_as_a_script(weights, tmp_path):
     assert result.returncode == 0, result.stderr
     assert cv2.imread(str(output)).shape == (40, 56, 3)
     assert f"{source}: panoptic segmentation, " in result.stderr
+
+
+# ----------------------------------------------------------------------------- faults
+
+
+# sysfs: no one, root included, can create files there.
+UNWRITABLE = "/sys"
+
+
+@pytest.mark.parametrize(
+    "source_kind, output, message",
+    [
+        ("image", f"{UNWRITABLE}/vis.png", f"cannot write into the output folder {UNWRITABLE}: "),
+        ("images", f"{UNWRITABLE}/", f"cannot write into the output folder {UNWRITABLE}/: "),
+        ("video", f"{UNWRITABLE}/vis.mp4", f"cannot write into the output folder {UNWRITABLE}: "),
+        ("video", f"{UNWRITABLE}/new/", f"cannot create the output folder {UNWRITABLE}/new/: "),
+    ],
+)
+def test_unwritable_output_folder_fails_before_the_model_is_built(weights, tmp_path, capsys, monkeypatch,
+                                                                  source_kind, output, message):
+    monkeypatch.setattr(demo_cli, "VisualizationDemo", None)  # building it would fail loudly
+    if source_kind == "video":
+        args = ["--video-input", write_video(tmp_path / "clip.mp4", num_frames=2, height=32, width=32, fps=4)]
+    else:
+        args = ["--input", *(write_image(tmp_path / f"{i}.png", scene_bgr(32, 32)) for i in range(len(source_kind) - 4))]
+    assert run_demo(weights, *args, "--output", output) == 2
+    err = capsys.readouterr().err
+    assert message in err
+    assert "choose another --output" in err or message.startswith("cannot create")
+
+
+def test_truncated_checkpoint_is_named_in_one_message(weights, tmp_path, capsys):
+    cut = tmp_path / "cut.pth"
+    cut.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    image = write_image(tmp_path / "a.png", scene_bgr(32, 32))
+    assert run_demo(cut, "--input", image, "--output", tmp_path / "vis.png") == 2
+    err = capsys.readouterr().err
+    assert f"cannot set up the model: {cut} is not a readable PyTorch checkpoint" in err
+    assert "truncated or corrupt" in err and "Traceback" not in err
+
+
+def test_ctrl_c_while_writing_a_video_leaves_a_playable_video_of_the_frames_done(weights, tmp_path):
+    total = 200
+    source = write_video(tmp_path / "clip.mp4", num_frames=total, height=32, width=40, fps=10)
+    output = tmp_path / "vis.mp4"
+    command = [sys.executable, str(DEMO_DIR / "demo.py"), "--config-file", str(CONFIG), "--video-input", str(source),
+               "--output", str(output), "--opts", "MODEL.WEIGHTS", str(weights), *TINY]
+    process = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    err, deadline = b"", time.monotonic() + 120
+    try:
+        while time.monotonic() < deadline:  # until the progress bar shows a few frames drawn
+            err += os.read(process.stderr.fileno(), 4096) or b""
+            counts = [int(n) for n in re.findall(rb"(\d+)/%d" % total, err)]
+            if counts and max(counts) >= 3 or process.poll() is not None:
+                break
+        process.send_signal(signal.SIGINT)
+        err += process.communicate(timeout=60)[1]
+    finally:
+        process.kill()
+    text = err.decode(errors="replace")
+    assert process.returncode == 130, text[-3000:]
+    found = re.search(rf"stopped \(Ctrl-C\) after (\d+) of {total} frames: {re.escape(str(output))} holds the "
+                      r"(\d+) frames drawn so far \(a playable video\)", text)
+    assert found, text[-3000:]
+    done = int(found.group(1))
+    assert 3 <= done < total and int(found.group(2)) == done
+    frames, fps = read_video(output)
+    assert len(frames) == done and fps == pytest.approx(10)
+    assert frames[0].shape == (32, 40, 3)
 
 
 # ----------------------------------------------------------------------------- VisualizationDemo
