@@ -7,7 +7,7 @@ from detectron2.data import MetadataCatalog
 from .datasets.custom_formats import class_names
 from .datasets.datasets_file import datasets_from_file
 
-__all__ = ["MAPPERS", "fit_config_to_datasets"]
+__all__ = ["MAPPERS", "fit_config_for_drawing", "fit_config_to_datasets"]
 
 # format -> the training mappers that read it; the first is the default, the LSJ one replaces a config's LSJ mapper
 MAPPERS = {
@@ -77,3 +77,18 @@ def fit_config_to_datasets(cfg) -> List[str]:
         elif not (test_flags.PANOPTIC_ON or test_flags.INSTANCE_ON or test_flags.SEMANTIC_ON):
             _set(cfg, "MODEL.MASK_FORMER.TEST.PANOPTIC_ON", True, f"the coco_panoptic dataset {n!r} (DATASETS.TEST)", changes)
     return changes
+
+
+def fit_config_for_drawing(cfg, names) -> List[str]:
+    """The demo's config for a datasets file registering ``names``: DATASETS.TEST names the dataset
+    whose class names are drawn (the file's first when it names none of them, provided they all
+    share their classes), then fit_config_to_datasets. Returns the log lines."""
+    changes = []
+    if not datasets_from_file(cfg.DATASETS.TEST):
+        if len({tuple(class_names(n)) for n in names}) > 1:
+            raise ValueError(
+                f"the datasets of the datasets file have different classes: name the one the model was trained on "
+                f"with DATASETS.TEST (one of {', '.join(names)})"
+            )
+        _set(cfg, "DATASETS.TEST", (names[0],), "the datasets file (its class names are drawn)", changes)
+    return changes + fit_config_to_datasets(cfg)
