@@ -36,6 +36,14 @@ def fit_config_to_datasets(cfg) -> List[str]:
     names = list(dict.fromkeys(train + test))
     if not names:
         return []
+    for key, given, mine in (("TRAIN", cfg.DATASETS.TRAIN, train), ("TEST", cfg.DATASETS.TEST, test)):
+        others = [n for n in given if n not in mine]
+        if others and (mine or train):  # (the demo leaves a config's built-in DATASETS.TRAIN alone)
+            raise ValueError(
+                f"DATASETS.{key} names {', '.join(map(repr, others))} beside datasets of the datasets file: the model "
+                f"would learn or be scored on other classes. Name only datasets of your file in DATASETS.{key} "
+                f"(or set it to '()')"
+            )
     classes = {n: class_names(n) for n in names}
     first = names[0]
     for n in names[1:]:

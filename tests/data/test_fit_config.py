@@ -63,3 +63,9 @@ def test_datasets_with_other_classes_or_formats_are_refused():
         fit_config_to_datasets(_cfg(("coco", "panoptic"), ["sem_seg_val"], ["three"]))
     with pytest.raises(ValueError, match="DATASETS.TRAIN mixes formats"):
         fit_config_to_datasets(_cfg(("coco", "panoptic"), ["sem_seg_val", "coco_panoptic_val"], []))
+
+
+def test_a_built_in_dataset_beside_the_datasets_file_ones_is_refused():
+    with pytest.raises(ValueError, match="DATASETS.TEST names 'coco_2017_val_panoptic_with_sem_seg' beside datasets of the "
+                                         "datasets file"):
+        fit_config_to_datasets(load_config(published_config("coco", "panoptic"), "DATASETS.TRAIN", "('three',)"))

@@ -180,3 +180,23 @@ def test_skip_bad_trains_without_the_broken_images_and_counts_them_in_the_log(br
     log = (tmp_path / "out" / "log.txt").read_text()
     assert f"--skip-bad: leaving out 1 of the 3 images of dataset 'broken_train' (problems found by the data check): {tmp_path / 'broken.jpg'}" in log
     assert (tmp_path / "out" / "model_final.pth").is_file()
+
+
+def test_check_data_on_broken_data_prints_the_problems_and_exits_one(broken, capsys):
+    status, _ = run_train_net("--datasets", broken, "--check-data")
+    assert status == 1
+    out = capsys.readouterr().out
+    assert out.startswith("broken_train (coco_instances, ") and "3 images, 6 annotations, 2 categories: 1 problem(s) (1 unreadable image)" in out
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--check-data"], "--check-data and --skip-bad check the datasets of a datasets file: pass --datasets FILE.yaml"),
+        (["--datasets", "nowhere.yaml"], "cannot read datasets file nowhere.yaml: No such file or directory"),
+    ],
+)
+def test_data_options_that_cannot_be_used_stop_with_status_two(argv, message, capsys):
+    status, _ = run_train_net(*argv)
+    assert status == 2
+    assert message in capsys.readouterr().err
