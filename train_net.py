@@ -61,8 +61,8 @@ def check_data(args):
     ``args.dropped``. Runs once, before the training processes start."""
     args.dropped = {}
     if not args.datasets:
-        if args.check_data or args.skip_bad:
-            print("--check-data and --skip-bad check the datasets of a datasets file: pass --datasets FILE.yaml", file=sys.stderr)
+        if args.check_data:
+            print("--check-data checks the datasets of a datasets file: pass --datasets FILE.yaml", file=sys.stderr)
             return 2
         return None
     try:
@@ -74,9 +74,14 @@ def check_data(args):
         reports = checks.check_datasets(names)
         print(checks.format_reports(reports))
         return 0 if all(r.ok for r in reports) else 1
+    cfg = _config(args)
+    try:
+        fit_config_to_datasets(cfg)  # its errors (classes that disagree, ...) here, before any process starts
+    except ValueError as e:
+        print(f"Cannot use the datasets of {args.datasets} with this config: {e}", file=sys.stderr)
+        return 2
     if args.eval_only:
         return None
-    cfg = _config(args)
     train = datasets_from_file(cfg.DATASETS.TRAIN)
     reports = checks.check_datasets(train + datasets_from_file(cfg.DATASETS.TEST))
     bad = [r for r in reports if not r.ok]

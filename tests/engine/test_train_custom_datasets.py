@@ -192,11 +192,25 @@ def test_check_data_on_broken_data_prints_the_problems_and_exits_one(broken, cap
 @pytest.mark.parametrize(
     "argv, message",
     [
-        (["--check-data"], "--check-data and --skip-bad check the datasets of a datasets file: pass --datasets FILE.yaml"),
+        (["--check-data"], "--check-data checks the datasets of a datasets file: pass --datasets FILE.yaml"),
         (["--datasets", "nowhere.yaml"], "cannot read datasets file nowhere.yaml: No such file or directory"),
+        (["--config-file", CONFIG, "--datasets", "{yaml}", "DATASETS.TRAIN", "('sem_seg_train',)", "DATASETS.TEST", "('coco_instances_val',)"],
+         "with this config: datasets 'sem_seg_train' and 'coco_instances_val' have different classes"),
     ],
 )
-def test_data_options_that_cannot_be_used_stop_with_status_two(argv, message, capsys):
+def test_data_options_that_cannot_be_used_stop_with_status_two(data, argv, message, capsys):
+    argv = [data["yaml"] if a == "{yaml}" else a for a in argv]
     status, _ = run_train_net(*argv)
     assert status == 2
     assert message in capsys.readouterr().err
+
+
+def test_the_fine_tuned_model_evaluates_from_its_saved_config_with_the_custom_class_names(trained, data, tmp_path):
+    out, _ = trained("sem_seg")
+    status, results = run_train_net(
+        "--config-file", out / "config.yaml", "--datasets", data["yaml"], "--eval-only",
+        "MODEL.WEIGHTS", out / "model_final.pth", "OUTPUT_DIR", tmp_path,
+    )
+    assert status is None
+    assert {f"IoU-{name}" for name in CUSTOM_CLASSES} <= set(results["sem_seg"])
+    assert "fits the model" in (tmp_path / "log.txt").read_text()

@@ -110,7 +110,7 @@ def test_skip_bad_loads_the_instances_without_the_images_with_problems(broken_in
 
 @pytest.fixture
 def broken_panoptic(tmp_path):
-    scenes = custom_scenes(4)
+    scenes = custom_scenes(5)  # the fifth image stays clean
     w = write_coco_panoptic(tmp_path, "train", scenes, semseg=True, categories=CUSTOM_CATEGORIES)
     pngs = [r["pan_seg_file_name"] for r in w["records"]]
     os.remove(pngs[0])                                                                    # missing label
@@ -156,6 +156,11 @@ def test_coco_panoptic_check_names_each_problem_with_its_file_and_entry(broken_p
     assert ("empty category", json_file, "category 5 'door'", "no segment uses it") in found
     assert len(found) == 7
     assert len(report.bad_images) == 4 and report.droppable
+    with pytest.raises(ValueError, match="has unknown category 9"):
+        DatasetCatalog.get(name)
+    skip_bad(name, report.bad_images, report.counts["images"])
+    (record,) = DatasetCatalog.get(name)
+    assert record["file_name"] == os.path.join(w["image_dir"], "000000001004.jpg") and len(record["segments_info"]) == 5
 
 
 @pytest.fixture
