@@ -3,8 +3,6 @@ categories and annotations against each other and against the files they name.""
 import os
 from collections import Counter
 
-import numpy as np
-
 from ..datasets.custom_formats import read_json
 from .files import inspect_files
 from .report import DatasetReport

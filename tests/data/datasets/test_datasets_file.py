@@ -7,7 +7,7 @@ import os
 import numpy as np
 import pytest
 from detectron2.data import DatasetCatalog, MetadataCatalog
-from helpers.dataset_writers import CUSTOM_CATEGORIES, CUSTOM_CLASSES, custom_scenes, write_custom_datasets
+from helpers.dataset_writers import CUSTOM_CATEGORIES, CUSTOM_CLASSES, write_custom_datasets
 from PIL import Image
 
 from mask2former_dinat.data.datasets import DatasetsFileError, register_datasets_file
