@@ -31,6 +31,8 @@ import mask2former_dinat  # noqa: F401,I001  (registers the model and datasets)
 from detectron2.config import CfgNode
 from detectron2.data.detection_utils import read_image
 from mask2former_dinat import get_cfg
+from mask2former_dinat.data.datasets import register_datasets_file
+from mask2former_dinat.data.fit_config import fit_config_for_drawing
 
 from predictor import VisualizationDemo
 
@@ -82,6 +84,11 @@ def get_parser() -> argparse.ArgumentParser:
         help="draw only instances with a score of at least T (default 0.5)",
     )
     parser.add_argument(
+        "--datasets", metavar="FILE.yaml",
+        help="a datasets file (see README, 'Train on your data'): its class names are drawn; "
+        "DATASETS.TEST picks one of its datasets (default: the first)",
+    )
+    parser.add_argument(
         "--opts", default=[], nargs=argparse.REMAINDER, metavar="KEY VALUE",
         help="config overrides, e.g. MODEL.WEIGHTS model.pth MODEL.DEVICE cpu "
         "(MODEL.DEVICE defaults to cuda when available, else cpu)",
@@ -101,6 +108,12 @@ def setup_cfg(args) -> CfgNode:
         cfg.merge_from_list(args.opts)
     except (KeyError, ValueError, AssertionError, OSError, yaml.YAMLError) as e:
         raise DemoError(f"cannot use config {args.config_file} with --opts {args.opts}: {e}") from None
+    if args.datasets:
+        try:
+            for line in fit_config_for_drawing(cfg, register_datasets_file(args.datasets)):
+                logger.info("config fitted to the datasets file: %s", line)
+        except ValueError as e:
+            raise DemoError(str(e)) from None
     if "MODEL.DEVICE" not in args.opts[0::2]:
         cfg.MODEL.DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
     elif cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available():

@@ -251,7 +251,7 @@ class Mask2FormerCheckpointer(DetectionCheckpointer):
             return
         if report.fits:
             self.logger.info(report.headline())
-        elif report.accounted_for:  # a backbone pre-training: the report says where every tensor went
+        elif report.accounted_for or report.only_classifier_differs:  # pre-training, or fine-tuning on other classes
             self.logger.info(report.format())
         else:
             self.logger.warning(report.format())

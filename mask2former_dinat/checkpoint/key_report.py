@@ -146,6 +146,15 @@ class CheckpointKeyReport:
     def fits(self) -> bool:
         return not (self.missing or self.unexpected or self.shape_mismatches)
 
+    @property
+    def only_classifier_differs(self) -> bool:
+        """Everything loads but the classifier (class_embed) and the criterion's per-class weights:
+        a model of another class count, fine-tuned from this checkpoint."""
+        keys = [k for k, _, _ in self.shape_mismatches]
+        return any(k.endswith("class_embed.weight") for k in keys) and not (self.missing or self.unexpected) and all(
+            k.endswith(("class_embed.weight", "class_embed.bias", "criterion.empty_weight")) for k in keys
+        )
+
     def initialised_parts(self) -> List[Tuple[str, List[str]]]:
         """The missing keys of a pre-training load by model part: (part, key patterns); keys of no
         known part come last under "other keys"."""
@@ -185,6 +194,13 @@ class CheckpointKeyReport:
             )
         if self.fits:
             return f"Checkpoint {self.source} fits {target}: all {self.model_keys} keys loaded."
+        if self.only_classifier_differs:
+            ckpt, model = next((c[0] - 1, m[0] - 1) for k, c, m in self.shape_mismatches if k.endswith("class_embed.weight"))
+            return (
+                f"Checkpoint {self.source} has {ckpt} classes, {target} {model} (MODEL.SEM_SEG_HEAD.NUM_CLASSES): "
+                f"{self.loaded} of {self.model_keys} keys loaded; the classifier (class_embed) is re-initialised "
+                "and the criterion's class weights are set from the config; nothing else is left out."
+            )
         counts = [
             text.format(n=len(v), s="" if len(v) == 1 else "s")
             for text, v in (("{n} missing key{s}", self.missing), ("{n} unexpected key{s}", self.unexpected),

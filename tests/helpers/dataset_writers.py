@@ -35,6 +35,11 @@ __all__ = [
     "write_coco_instances",
     "write_coco_panoptic",
     "write_coco",
+    "CUSTOM_CATEGORIES",
+    "CUSTOM_CLASSES",
+    "custom_scenes",
+    "write_sem_seg",
+    "write_custom_datasets",
     "ade20k_scenes",
     "write_ade20k",
     "cityscapes_scenes",
@@ -161,14 +166,21 @@ def _coco_images(root, split, scenes, write_images=True):
     return image_dir, images
 
 
-def write_coco_instances(root, split="val2017", scenes=None):
+def _coco_categories(categories):
+    if categories is None:
+        from detectron2.data.datasets.builtin_meta import COCO_CATEGORIES
+
+        return COCO_CATEGORIES
+    return categories
+
+
+def write_coco_instances(root, split="val2017", scenes=None, categories=None):
     """<root>/coco/<split>/*.jpg and coco/annotations/instances_<split>.json: non-crowd things as
     polygons when rectangular (compressed RLE otherwise), crowds as uncompressed RLE, all 80
-    thing categories. records[i]["instances"]: {"category_id" (contiguous 0..79), "mask", "iscrowd"}."""
-    from detectron2.data.datasets.builtin_meta import COCO_CATEGORIES
-
+    thing categories (or the things of ``categories``, COCO panoptic category dicts).
+    records[i]["instances"]: {"category_id" (contiguous 0..79), "mask", "iscrowd"}."""
     scenes = coco_scenes() if scenes is None else scenes
-    thing_cats = [c for c in COCO_CATEGORIES if c["isthing"]]
+    thing_cats = [c for c in _coco_categories(categories) if c["isthing"]]
     contiguous = {c["id"]: i for i, c in enumerate(thing_cats)}
     image_dir, images = _coco_images(root, split, scenes)
     annotations, records = [], []
@@ -205,16 +217,15 @@ def write_coco_instances(root, split="val2017", scenes=None):
     return {"root": str(root), "image_dir": image_dir, "json_file": json_file, "records": records, "scenes": scenes}
 
 
-def write_coco_panoptic(root, split="val2017", scenes=None, semseg=True, write_images=True):
+def write_coco_panoptic(root, split="val2017", scenes=None, semseg=True, write_images=True, categories=None):
     """<root>/coco/panoptic_<split>/*.png (RGB-encoded segment ids, spread over all three
-    channels), coco/annotations/panoptic_<split>.json (133 categories) and, with ``semseg``,
-    coco/panoptic_semseg_<split>/*.png (contiguous ids 0..132, 255 void). records[i]: "segments"
-    ({"id", "category_id" contiguous, "isthing", "iscrowd", "mask"}) and "semantic" (uint8 [H, W])."""
-    from detectron2.data.datasets.builtin_meta import COCO_CATEGORIES
-
+    channels), coco/annotations/panoptic_<split>.json (133 categories, or ``categories``) and, with
+    ``semseg``, coco/panoptic_semseg_<split>/*.png (contiguous ids 0..132, 255 void). records[i]:
+    "segments" ({"id", "category_id" contiguous, "isthing", "iscrowd", "mask"}) and "semantic" (uint8 [H, W])."""
+    categories = _coco_categories(categories)
     scenes = coco_scenes() if scenes is None else scenes
-    contiguous = {c["id"]: i for i, c in enumerate(COCO_CATEGORIES)}
-    isthing = {c["id"]: bool(c["isthing"]) for c in COCO_CATEGORIES}
+    contiguous = {c["id"]: i for i, c in enumerate(categories)}
+    isthing = {c["id"]: bool(c["isthing"]) for c in categories}
     image_dir, images = _coco_images(root, split, scenes, write_images)
     panoptic_root = os.path.join(root, "coco", f"panoptic_{split}")
     semseg_root = os.path.join(root, "coco", f"panoptic_semseg_{split}")
@@ -265,7 +276,7 @@ def write_coco_panoptic(root, split="val2017", scenes=None, semseg=True, write_i
     panoptic_json = os.path.join(root, "coco", "annotations", f"panoptic_{split}.json")
     categories = [
         {"id": c["id"], "name": c["name"], "isthing": c["isthing"], "color": c["color"], "supercategory": "none"}
-        for c in COCO_CATEGORIES
+        for c in categories
     ]
     _write_json(panoptic_json, {"images": images, "annotations": annotations, "categories": categories})
     return {
@@ -286,6 +297,67 @@ def write_coco(root, split="val2017", scenes=None, semseg=True):
         "instances": write_coco_instances(root, split, scenes),
         "panoptic": write_coco_panoptic(root, split, scenes, semseg=semseg, write_images=False),
     }
+
+
+# ------------------------------------------------------------------------ your own data (datasets file)
+
+CUSTOM_CATEGORIES = [
+    {"id": 1, "name": "brick", "isthing": 1, "color": [200, 60, 40]},
+    {"id": 2, "name": "wheel", "isthing": 1, "color": [40, 40, 160]},
+    {"id": 3, "name": "floor", "isthing": 0, "color": [150, 120, 90]},
+    {"id": 4, "name": "wall", "isthing": 0, "color": [220, 220, 200]},
+]
+CUSTOM_CLASSES = [c["name"] for c in CUSTOM_CATEGORIES]
+
+
+def custom_scenes(num_images=2, size=(48, 64), seed=0):
+    """Wall above floor, two bricks and a wheel (CUSTOM_CATEGORIES), a void band."""
+    return [make_scene(*size, stuff=(4, 3), things=(1, 2, 1), seed=seed + i) for i in range(num_images)]
+
+
+def write_sem_seg(root, split, scenes, categories=CUSTOM_CATEGORIES, ignore_label=255):
+    """<root>/sem_seg/<split>/images/<stem>.jpg and labels/<stem>.png (mode L: the index of the
+    segment's category in ``categories``, ``ignore_label`` where void). records[i]: "file_name",
+    "sem_seg_file_name", "semantic" (uint8 [H, W])."""
+    contiguous = {c["id"]: i for i, c in enumerate(categories)}
+    base = os.path.join(root, "sem_seg", split)
+    image_dir, label_dir = os.path.join(base, "images"), os.path.join(base, "labels")
+    os.makedirs(image_dir, exist_ok=True)
+    os.makedirs(label_dir, exist_ok=True)
+    records = []
+    for i, scene in enumerate(scenes):
+        stem = f"{split}_{i:04d}"
+        semantic = np.full(scene.shape, ignore_label, dtype=np.uint8)
+        for seg in scene.segments:
+            semantic[seg.mask] = contiguous[seg.category_id]
+        file_name, label = os.path.join(image_dir, stem + ".jpg"), os.path.join(label_dir, stem + ".png")
+        Image.fromarray(scene.image).save(file_name, quality=100, subsampling=0)
+        Image.fromarray(semantic).save(label)
+        records.append({"file_name": file_name, "sem_seg_file_name": label, "semantic": semantic})
+    return {"root": str(root), "image_dir": image_dir, "label_dir": label_dir, "records": records, "scenes": scenes}
+
+
+def write_custom_datasets(root, splits=("train", "val"), num_images=2, size=(48, 64), categories=CUSTOM_CATEGORIES):
+    """Each split in the three formats of a datasets file (coco_instances, coco_panoptic without
+    semantic PNGs, sem_seg) under ``root``, and ``root``/datasets.yaml registering them as
+    <format>_<split> with paths relative to it. Returns {"yaml": path, (format, split): what the writer returned}."""
+    written, lines = {}, []
+    for k, split in enumerate(splits):
+        scenes = custom_scenes(num_images, size, seed=10 * k)
+        written["coco_instances", split] = w = write_coco_instances(root, split, scenes, categories=categories)
+        lines.append(f"coco_instances_{split}: {{format: coco_instances, json: {os.path.relpath(w['json_file'], root)}, "
+                     f"images: {os.path.relpath(w['image_dir'], root)}}}")
+        written["coco_panoptic", split] = w = write_coco_panoptic(root, split, scenes, semseg=False, write_images=False,
+                                                                   categories=categories)
+        lines.append(f"coco_panoptic_{split}: {{format: coco_panoptic, json: {os.path.relpath(w['panoptic_json'], root)}, "
+                     f"panoptic: {os.path.relpath(w['panoptic_root'], root)}, images: {os.path.relpath(w['image_dir'], root)}}}")
+        written["sem_seg", split] = w = write_sem_seg(root, split, scenes, categories)
+        lines.append(f"sem_seg_{split}: {{format: sem_seg, images: {os.path.relpath(w['image_dir'], root)}, "
+                     f"labels: {os.path.relpath(w['label_dir'], root)}, classes: [{', '.join(c['name'] for c in categories)}]}}")
+    written["yaml"] = os.path.join(root, "datasets.yaml")
+    with open(written["yaml"], "w") as f:
+        f.write("\n".join(lines) + "\n")
+    return written
 
 
 # -------------------------------------------------------------------------------------- ADE20K

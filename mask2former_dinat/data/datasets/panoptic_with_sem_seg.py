@@ -26,18 +26,21 @@ def panoptic_semseg_metadata(categories):
     }
 
 
-def load_panoptic_json(json_file, image_dir, panoptic_dir, semseg_dir, meta):
+def load_panoptic_json(json_file, image_dir, panoptic_dir, semseg_dir, meta, image_files_from_json=False):
     """One dict per annotated image of a COCO-format panoptic JSON.
 
-    Each dict has "file_name" (image_dir/<annotation file stem>.jpg), "image_id" (as in the
-    JSON), "pan_seg_file_name", "sem_seg_file_name" (semseg_dir/<annotation file name>) and
-    "segments_info" (category ids mapped to contiguous ids with meta's thing/stuff maps, plus
-    "isthing").
+    Each dict has "file_name" (image_dir/<annotation file stem>.jpg, or with
+    ``image_files_from_json`` image_dir/<the JSON image's file_name>, with its "height" and
+    "width"), "image_id" (as in the JSON), "pan_seg_file_name", "sem_seg_file_name"
+    (semseg_dir/<annotation file name>) and "segments_info" (category ids mapped to contiguous
+    ids with meta's thing/stuff maps, plus "isthing").
     """
     thing_map = meta["thing_dataset_id_to_contiguous_id"]
     stuff_map = meta["stuff_dataset_id_to_contiguous_id"]
     with open(json_file) as f:
-        annotations = json.load(f)["annotations"]
+        data = json.load(f)
+    annotations = data["annotations"]
+    images = {im["id"]: im for im in data.get("images", [])} if image_files_from_json else {}
 
     records = []
     for ann in annotations:
@@ -59,6 +62,10 @@ def load_panoptic_json(json_file, image_dir, panoptic_dir, semseg_dir, meta):
             "sem_seg_file_name": os.path.join(semseg_dir, ann["file_name"]),
             "segments_info": segments,
         }
+        if image_files_from_json:
+            image = images[ann["image_id"]]
+            record["file_name"] = os.path.join(image_dir, image["file_name"])
+            record.update({k: image[k] for k in ("height", "width") if k in image})
         records.append(record)
     if not records:
         raise ValueError(f"{json_file} lists no annotated images")
