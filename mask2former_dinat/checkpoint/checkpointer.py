@@ -123,6 +123,10 @@ class Mask2FormerCheckpointer(DetectionCheckpointer):
             return super().load(local, checkpointables=checkpointables)
         finally:
             self._source = None
+            # Upstream detectron2's load records the URL it parses and clears it only when the load
+            # succeeds; after a failed load (a corrupt file) its next load would fail an assert.
+            if hasattr(self, "_parsed_url_during_load"):
+                self._parsed_url_during_load = None
 
     def _load_file(self, filename: str) -> Dict[str, Any]:
         return load_checkpoint_file(filename, allow_pickle=self.allow_pickle)
