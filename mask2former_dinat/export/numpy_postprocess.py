@@ -128,9 +128,9 @@ def masks_to_boxes(masks: np.ndarray) -> np.ndarray:
 
 def instance_inference(mask_cls: np.ndarray, mask_pred: np.ndarray, *, topk: int,
                        thing_ids: Optional[Collection[int]] = None) -> Dict[str, np.ndarray]:
-    """The `topk` best (query, class) pairs, best first: {"pred_masks" bool [N, H, W], "pred_boxes"
-    [N, 4], "scores" [N], "pred_classes" [N]}; rules as inference.instance_inference (which
-    returns them unsorted, in the order torch.topk happens to give)."""
+    """The `topk` best (query, class) pairs, highest final score first: {"pred_masks" bool [N, H, W],
+    "pred_boxes" [N, 4], "scores" [N], "pred_classes" [N]}; rules as inference.instance_inference
+    (which returns them unsorted, in the order torch.topk happens to give)."""
     _check_shapes(mask_cls, mask_pred)
     num_classes = mask_cls.shape[-1] - 1
     scores = _softmax(mask_cls.astype(np.float32))[:, :-1].ravel()
@@ -144,9 +144,11 @@ def instance_inference(mask_cls: np.ndarray, mask_pred: np.ndarray, *, topk: int
     pred_masks = masks > 0
     area = pred_masks.reshape(len(masks), -1).sum(1)
     mask_scores = (_sigmoid(masks) * pred_masks).reshape(len(masks), -1).sum(1) / (area + 1e-6)
+    final = (scores_per_image * mask_scores).astype(np.float32)
+    order = np.argsort(-final, kind="stable")
     return {
-        "pred_masks": pred_masks,
-        "pred_boxes": masks_to_boxes(pred_masks),
-        "scores": (scores_per_image * mask_scores).astype(np.float32),
-        "pred_classes": labels.astype(np.int64),
+        "pred_masks": pred_masks[order],
+        "pred_boxes": masks_to_boxes(pred_masks)[order],
+        "scores": final[order],
+        "pred_classes": labels[order].astype(np.int64),
     }
