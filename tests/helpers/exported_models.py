@@ -6,13 +6,14 @@ from helpers.configs import published_config, tiny_cfg
 
 # the export tests' image size (H, W): small, and not a multiple of the size divisibility (32)
 SIZE = (64, 96)
+THRESHOLDS = ("MODEL.MASK_FORMER.TEST.OBJECT_MASK_THRESHOLD", "0.0", "MODEL.MASK_FORMER.TEST.OVERLAP_THRESHOLD", "0.0")
 
 
 def export_cfg(dataset: str, task: str, *opts):
     """The tiny model of a published config on CPU with random weights; every query may become a
-    panoptic segment (threshold 0), so the post-processing comparisons are not vacuous."""
-    return tiny_cfg(published_config(dataset, task), "MODEL.DEVICE", "cpu", "MODEL.WEIGHTS", "",
-                    "MODEL.MASK_FORMER.TEST.OBJECT_MASK_THRESHOLD", "0.0", *opts)
+    panoptic segment (thresholds 0: an untrained model's are all below the published ones), so
+    the post-processing comparisons are not vacuous."""
+    return tiny_cfg(published_config(dataset, task), "MODEL.DEVICE", "cpu", "MODEL.WEIGHTS", "", *THRESHOLDS, *opts)
 
 
 def build(cfg):
@@ -67,3 +68,17 @@ def assert_same_results(got: dict, want: dict, min_agreement: float = 0.999) -> 
         np.testing.assert_allclose(got["instances"]["scores"], inst.scores[order].numpy(), atol=1e-5)
         masks = got["instances"]["pred_masks"] == inst.pred_masks[order].numpy()
         assert masks.mean() >= min_agreement
+
+
+def export_tiny(cfg, path, fmt: str, size=SIZE, dynamic_range=None):
+    """Build the tiny model of cfg and export it to `path` ("onnx" or "torch-export") through the
+    package's API (what tools/export_model.py calls); returns (model, wrapper)."""
+    from mask2former_dinat.export import metadata
+    from mask2former_dinat.export.onnx_export import export_onnx
+    from mask2former_dinat.export.torch_export import export_program, save_program
+
+    model, wrapper = build(cfg)
+    meta = metadata.model_metadata(cfg, model, None if dynamic_range else size, dynamic_range)
+    program = export_program(wrapper, size, dynamic_range)
+    (export_onnx if fmt == "onnx" else save_program)(program, str(path), meta)
+    return model, wrapper
