@@ -63,8 +63,11 @@ class OnnxMaskFormer:
 
     def predict(self, image: np.ndarray) -> Dict:
         """The results MaskFormer returns for `image` (RGB [H, W, 3]), as NumPy (see module doc)."""
-        logits, masks, padded = self.raw(image)
-        mask_pred = post.masks_to_image(masks, padded, image.shape[:2])
+        return self.predict_from_raw(*self.raw(image), image.shape[:2])
+
+    def predict_from_raw(self, logits: np.ndarray, masks: np.ndarray, padded, image_size) -> Dict:
+        """predict()'s results from raw()'s outputs for an image of image_size (H, W)."""
+        mask_pred = post.masks_to_image(masks, padded, image_size)
         meta, result = self.meta, {}
         if meta["semantic_on"]:
             result["sem_seg"] = post.semantic_inference(logits, mask_pred)

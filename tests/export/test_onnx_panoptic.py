@@ -114,3 +114,33 @@ def test_not_an_exported_model_is_refused_clearly(tmp_path):
         OnnxMaskFormer(str(path))
     with pytest.raises(ValueError, match="unknown 'mask2former_dinat' metadata version"):
         metadata.loads('{"format_version": 99}', "x.onnx")
+
+
+def test_onnx_demo_draws_the_panoptic_segments(exported, tmp_path):
+    """demo/onnx_demo.py on a picture of another size: resized to the static model's, drawn."""
+    import cv2
+
+    sys.path.insert(0, str(REPO / "demo"))
+    try:
+        import onnx_demo
+    finally:
+        sys.path.remove(str(REPO / "demo"))
+    picture = tmp_path / "in.png"
+    cv2.imwrite(str(picture), random_rgb(50, 70, seed=6)[:, :, ::-1])
+    out = tmp_path / "vis" / "in.png"
+    assert onnx_demo.main(["--onnx", str(exported[3]), "--input", str(picture), "--output", str(tmp_path / "vis"),
+                           "--config-file", str(REPO / published_config("coco", "panoptic"))]) == 0
+    drawing = cv2.imread(str(out))
+    resized = cv2.resize(random_rgb(50, 70, seed=6), (SIZE[1], SIZE[0]), interpolation=cv2.INTER_LINEAR)[:, :, ::-1]
+    assert drawing.shape == (*SIZE, 3)
+    assert np.abs(drawing.astype(int) - resized).mean() > 5  # segments were painted over the picture
+
+
+def test_onnx_demo_names_a_missing_model(tmp_path, capsys):
+    sys.path.insert(0, str(REPO / "demo"))
+    try:
+        import onnx_demo
+    finally:
+        sys.path.remove(str(REPO / "demo"))
+    assert onnx_demo.main(["--onnx", str(tmp_path / "none.onnx"), "--input", "x.png", "--output", str(tmp_path)]) == 2
+    assert "none.onnx" in capsys.readouterr().err
