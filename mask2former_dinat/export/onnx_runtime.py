@@ -71,10 +71,9 @@ class OnnxMaskFormer:
         meta, result = self.meta, {}
         if meta["semantic_on"]:
             result["sem_seg"] = post.semantic_inference(logits, mask_pred)
-        needs_things = meta["panoptic_on"] or meta["instance_on"]
-        if needs_things and meta["thing_ids"] is None:
+        if meta["panoptic_on"] and meta["thing_ids"] is None:  # instance results of a non-panoptic model keep all classes
             raise ValueError(f"{self.path} has no thing classes in its metadata (DATASETS.TEST had none at export); "
-                             "export it again with the dataset registered, or turn off PANOPTIC_ON/INSTANCE_ON")
+                             "export it again with the dataset registered, or turn off PANOPTIC_ON")
         if meta["panoptic_on"]:
             result["panoptic_seg"] = post.panoptic_inference(
                 logits, mask_pred, object_mask_threshold=meta["object_mask_threshold"],
