@@ -164,7 +164,8 @@ def main(argv=None):
     if args.onnx is not None:
         onnx_seconds = time_onnxruntime(args, cfg, model, image)
         print()
-        print(f"seconds per image, same {args.size}x{args.size} image: PyTorch {median['total']:.3f} (median), "
+        print(f"seconds per image, same {args.size}x{args.size} image: PyTorch {median['total']:.3f} (median; "
+              f"fastest {fastest['total']:.3f}), "
               f"onnxruntime + NumPy post-processing {onnx_seconds['total']:.3f} (graph {onnx_seconds['graph']:.3f}, "
               f"post-processing {onnx_seconds['post']:.3f}); ratio {onnx_seconds['total'] / median['total']:.2f}")
     return median
