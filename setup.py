@@ -28,5 +28,8 @@ setup(
         # natten >= 0.20 has no positional bias; it only serves bias-free calls (optional accelerator).
         "natten": ["natten>=0.21,<0.22"],
         "test": ["pytest>=7"],
+        # ONNX / torch.export deployment (mask2former_dinat/export): the ONNX exporter that keeps sizes
+        # symbolic is torch.onnx's dynamo one, which needs onnxscript (export/onnx_export.py says why)
+        "export": ["onnx>=1.17", "onnxscript>=0.5", "onnxruntime>=1.20"],
     },
 )

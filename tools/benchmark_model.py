@@ -10,6 +10,11 @@ padding, mask upsampling, semantic/panoptic/instance inference), with the fastes
 
     python tools/benchmark_model.py                 # DiNAT-L COCO panoptic, 512x512, CPU
     python tools/benchmark_model.py --size 1024 --device cuda
+    python tools/benchmark_model.py --onnx [model.onnx]   # also onnxruntime on the same image
+
+With --onnx the model is exported to ONNX at --size (or the given file, exported from the same
+config, is used) and onnxruntime + NumPy post-processing (mask2former_dinat/export) is timed on
+the same image, after PyTorch, in the same run.
 """
 import argparse
 import resource
@@ -32,6 +37,8 @@ def parse_args(argv=None):
     parser.add_argument("--repeat", type=int, default=3, help="timed runs after one warm-up run (default 3)")
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ... (default cpu)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--onnx", nargs="?", const="", default=None, metavar="FILE",
+                        help="also time onnxruntime: export to a temporary file, or use FILE (same config, --size)")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides, KEY VALUE pairs")
     args = parser.parse_args(argv)
     if args.size < 32 or args.repeat < 1:
@@ -154,6 +161,55 @@ def main(argv=None):
     if device.type == "cuda":
         print(f"peak GPU memory allocated: {peak_memory_gib(device):.2f} GiB")
     print(f"peak RSS: {peak_memory_gib(torch.device('cpu')):.2f} GiB (after building the model: {rss_after_build:.2f} GiB)")
+    if args.onnx is not None:
+        onnx_seconds = time_onnxruntime(args, cfg, model, image)
+        print()
+        print(f"seconds per image, same {args.size}x{args.size} image: PyTorch {median['total']:.3f} (median; "
+              f"fastest {fastest['total']:.3f}), "
+              f"onnxruntime + NumPy post-processing {onnx_seconds['total']:.3f} (graph {onnx_seconds['graph']:.3f}, "
+              f"post-processing {onnx_seconds['post']:.3f}); ratio {onnx_seconds['total'] / median['total']:.2f}")
+    return median
+
+
+def time_onnxruntime(args, cfg, model, image):
+    """Median seconds of onnxruntime (graph) and NumPy post-processing for `image` (uint8 [3, H, W]
+    in INPUT.FORMAT), exporting the model first unless --onnx names a file."""
+    import os
+    import shutil
+    import tempfile
+
+    import numpy as np
+
+    from mask2former_dinat.export import metadata, numpy_postprocess  # noqa: F401
+    from mask2former_dinat.export.exportable_model import ExportableMaskFormer
+    from mask2former_dinat.export.onnx_export import export_onnx
+    from mask2former_dinat.export.onnx_runtime import OnnxMaskFormer
+    from mask2former_dinat.export.torch_export import export_program
+
+    path, temporary = args.onnx, None
+    if not path:
+        temporary = tempfile.mkdtemp(prefix="benchmark_onnx_")
+        path = os.path.join(temporary, "model.onnx")
+        start = time.perf_counter()
+        wrapper = ExportableMaskFormer(model, cfg.INPUT.FORMAT).eval()
+        meta = metadata.model_metadata(cfg, model, (args.size, args.size))
+        export_onnx(export_program(wrapper, (args.size, args.size)), path, meta)
+        print(f"exported {path} ({os.path.getsize(path) / 2**20:.0f} MiB) in {time.perf_counter() - start:.0f} s")
+    runner = OnnxMaskFormer(path, threads=args.threads or 0)
+    rgb = image.numpy().transpose(1, 2, 0)
+    rgb = np.ascontiguousarray(rgb if cfg.INPUT.FORMAT == "RGB" else rgb[:, :, ::-1])
+    runs = []
+    for i in range(args.repeat + 1):
+        start = time.perf_counter()
+        logits, masks, padded = runner.raw(rgb)
+        graph = time.perf_counter() - start
+        runner.predict_from_raw(logits, masks, padded, rgb.shape[:2])
+        if i > 0:
+            runs.append({"graph": graph, "total": time.perf_counter() - start})
+    if temporary:
+        shutil.rmtree(temporary, ignore_errors=True)
+    median = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
+    median["post"] = median["total"] - median["graph"]
     return median
 
 

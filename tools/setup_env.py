@@ -21,7 +21,8 @@ Steps, each skipped when already satisfied, so a second run takes seconds:
        (tools/detectron2_offline_fallback.py says why), under the numpy/Pillow bounds
        that detectron2 0.6 needs (tools/detectron2_0.6_constraints.txt).
    DETECTRON2_SOURCE=fallback forces (c).
-4. this project in editable mode with its test tools, under the same constraints;
+4. this project in editable mode with its test tools and the export extra (onnx, onnxscript,
+   onnxruntime), under the same constraints;
    panopticapi (PyPI: panopticapi-lite) with --no-deps (see setup.py);
 5. natten (optional accelerator), only where it can serve a call: a CUDA build of torch with
    a visible GPU. NATTEN=1 installs it anyway, SKIP_NATTEN=1 (or NATTEN=0) never does.
@@ -257,7 +258,7 @@ def main(argv=None):
     record["torch_source"] = torch_source or record.get("torch_source", "installed in the environment")
     constraints = ensure_detectron2(python, pip, record)
     c_args = ["-c", constraints] if constraints else []
-    run(pip + ["install", "-q"] + c_args + ["-e", f"{ROOT}[test]"])
+    run(pip + ["install", "-q"] + c_args + ["-e", f"{ROOT}[test,export]"])
     if not can_import(python, "panopticapi"):
         run(pip + ["install", "-q", "--no-deps", PANOPTICAPI_SPEC])
     ensure_natten(python, pip, c_args, record)

@@ -16,13 +16,23 @@ module with:
 call, so adding a backend is one line in that tuple. A backend is forced, first to last, by
 the dispatcher's `force()` context manager, the caller's `backend` argument (a config key),
 or the environment variable; "auto" (or nothing) at every level means the ordered choice.
+While a graph is being exported (torch.onnx.export, torch.export), a dispatcher given an
+`export_backend` picks that one for every call, whatever was asked: the other kernels use
+Python control flow, in-place scatters or compiled code that exporters cannot record.
 """
 import contextlib
 import os
 import threading
 from typing import Optional, Protocol, Sequence, Tuple
 
-__all__ = ["Backend", "BackendDispatcher"]
+__all__ = ["Backend", "BackendDispatcher", "exporting"]
+
+
+def exporting() -> bool:
+    """Whether torch.onnx.export or torch.export is recording a graph right now."""
+    import torch
+
+    return bool(torch.onnx.is_in_onnx_export() or torch.compiler.is_exporting())
 
 
 class Backend(Protocol):
@@ -38,11 +48,14 @@ class BackendDispatcher:
 
     op: the op's name in messages; env_var: the variable that forces a backend; backends: in
     the order "auto" asks them, the last one serving every call; context: how users spell the
-    op's `force` context manager, for messages.
+    op's `force` context manager, for messages; export_backend: the backend every call gets while
+    a graph is exported (None: the usual choice applies then too).
     """
 
-    def __init__(self, op: str, env_var: str, backends: Sequence[Backend], context: str):
+    def __init__(self, op: str, env_var: str, backends: Sequence[Backend], context: str,
+                 export_backend: Optional[str] = None):
         self.op = op
+        self.export_backend = export_backend
         self.env_var = env_var
         self.backends = tuple(backends)
         self.context = context
@@ -101,6 +114,11 @@ class BackendDispatcher:
 
     def select(self, *call, backend: Optional[str] = None) -> Tuple[str, str]:
         """(backend name, why) for `call`; ValueError if a forced backend cannot serve it."""
+        if self.export_backend is not None and exporting():
+            problem = self.backend(self.export_backend).unsupported(*call)
+            if problem is not None:
+                raise ValueError(f"{self.op} cannot be exported for this call: {problem}")
+            return self.export_backend, "exporting a graph: the backend exporters can record"
         name, source = self.requested(backend)
         if name == "auto":
             return self.auto(*call)

@@ -51,7 +51,8 @@ BACKENDS = (
     msda_compiled,
     msda_torch,
 )
-DISPATCHER = BackendDispatcher("multi-scale deformable attention", ENV_VAR, BACKENDS, context="msda_backend()")
+DISPATCHER = BackendDispatcher("multi-scale deformable attention", ENV_VAR, BACKENDS, context="msda_backend()",
+                               export_backend=msda_torch.NAME)
 
 
 def msda_backend(name: str):
@@ -83,9 +84,11 @@ def _report(name: str, why: str) -> None:
         logger.info("multi-scale deformable attention: %s backend (%s)", name, why)
 
 
-def check_msda_args(value, spatial_shapes, level_start_index, sampling_locations, attention_weights):
+def check_msda_args(value, spatial_shapes, level_start_index, sampling_locations, attention_weights, sizes=None):
     """Validate ms_deform_attn's arguments (ValueError naming the problem); returns the levels' layout
-    [(H_l, W_l, start_l), ...] as python ints."""
+    [(H_l, W_l, start_l), ...] as python ints. `sizes`: the (H_l, W_l) of spatial_shapes as python
+    ints when the caller has them (exporters keep those symbolic; level_start_index is then
+    their running sum by construction)."""
     if value.dim() != 4:
         raise ValueError(f"value must be [N, sum(H*W), n_heads, head_dim], got shape {tuple(value.shape)}")
     if sampling_locations.dim() != 6 or sampling_locations.shape[-1] != 2:
@@ -117,6 +120,14 @@ def check_msda_args(value, spatial_shapes, level_start_index, sampling_locations
         )
     if spatial_shapes.is_floating_point() or level_start_index.is_floating_point():
         raise ValueError("spatial_shapes and level_start_index must be integer (long) tensors")
+    if sizes is not None:
+        if len(sizes) != levels:
+            raise ValueError(f"sizes has {len(sizes)} levels, sampling_locations {levels}")
+        layout, expected = [], 0
+        for h, w in sizes:
+            layout.append((h, w, expected))
+            expected = expected + h * w
+        return layout
     # one device->host copy for both
     flat = torch.cat([spatial_shapes.reshape(-1), level_start_index.to(spatial_shapes.dtype)]).tolist()
     shapes, starts = flat[: 2 * levels], flat[2 * levels:]
@@ -137,9 +148,10 @@ def check_msda_args(value, spatial_shapes, level_start_index, sampling_locations
     return layout
 
 
-def ms_deform_attn(value, spatial_shapes, level_start_index, sampling_locations, attention_weights):
-    """Multi-scale deformable attention; layouts in the module docstring. Returns [N, Len_q, n_heads * head_dim]."""
-    layout = check_msda_args(value, spatial_shapes, level_start_index, sampling_locations, attention_weights)
+def ms_deform_attn(value, spatial_shapes, level_start_index, sampling_locations, attention_weights, sizes=None):
+    """Multi-scale deformable attention; layouts in the module docstring (`sizes`: see check_msda_args).
+    Returns [N, Len_q, n_heads * head_dim]."""
+    layout = check_msda_args(value, spatial_shapes, level_start_index, sampling_locations, attention_weights, sizes)
     name, why = select_backend(value, sampling_locations, attention_weights)
     _report(name, why)
     return DISPATCHER.backend(name).ms_deform_attn(
@@ -188,7 +200,7 @@ class MSDeformAttn(nn.Module):
         nn.init.constant_(self.output_proj.bias, 0.0)
 
     def forward(self, query, reference_points, input_flatten, input_spatial_shapes, input_level_start_index,
-                input_padding_mask=None):
+                input_padding_mask=None, input_spatial_sizes=None):
         if query.dim() != 3 or query.shape[-1] != self.d_model:
             raise ValueError(f"query must be [N, Len_q, {self.d_model}], got {tuple(query.shape)}")
         n, len_q, _ = query.shape
@@ -232,7 +244,8 @@ class MSDeformAttn(nn.Module):
             locations = (reference_points[:, :, None, :, None, :2]
                          + offsets / self.n_points * reference_points[:, :, None, :, None, 2:] * 0.5)
 
-        output = ms_deform_attn(value, input_spatial_shapes, input_level_start_index, locations, weights)
+        output = ms_deform_attn(value, input_spatial_shapes, input_level_start_index, locations, weights,
+                                input_spatial_sizes)
         return self.output_proj(output)
 
     def extra_repr(self):

@@ -11,6 +11,8 @@ Backends (one file each, the protocol of backend_dispatch.py; each na2d takes
                         bias and no attention dropout, so they only serve calls without either.
   flex    na_flex.py    torch.nn.attention.flex_attention with a neighbourhood block mask and
                         the bias as a score_mod; picked where it is fused (compiled), on CUDA.
+  export  na_export.py  standard tensor ops only; "auto" passes it over (it declines automatic
+                        picks); the dispatcher picks it for every call while a graph is exported.
   torch   na_torch.py   pure PyTorch, blocked; exact everywhere, supports attention dropout.
 So "auto" gives torch on CPU and with attention dropout, and on CUDA natten for bias-free
 calls, flex for biased ones. A backend is forced by the `na_backend(...)` context manager,
@@ -21,8 +23,8 @@ Arguments are checked once, by `check_na_args`, before any backend sees them.
 import torch
 from torch import nn
 
-from . import na_flex, na_natten, na_torch
-from .backend_dispatch import BackendDispatcher
+from . import na_export, na_flex, na_natten, na_torch
+from .backend_dispatch import BackendDispatcher, exporting
 
 __all__ = [
     "BACKENDS",
@@ -42,9 +44,11 @@ ENV_VAR = "M2F_NA_BACKEND"
 BACKENDS = (
     na_natten,
     na_flex,
+    na_export,
     na_torch,
 )
-DISPATCHER = BackendDispatcher("neighborhood-attention", ENV_VAR, BACKENDS, context="na_backend()")
+DISPATCHER = BackendDispatcher("neighborhood-attention", ENV_VAR, BACKENDS, context="na_backend()",
+                               export_backend=na_export.NAME)
 
 
 def na_backend(name: str):
@@ -174,8 +178,11 @@ class NeighborhoodAttention2D(nn.Module):
             raise ValueError(f"NeighborhoodAttention2D expects [batch, height, width, dim], got {tuple(x.shape)}")
         batch, height, width, dim = x.shape
         span = self.kernel_size * self.dilation
-        pad_h, pad_w = max(0, span - height), max(0, span - width)
-        if pad_h or pad_w:
+        # while exporting, pad and crop unconditionally by a symbolic amount (0 where nothing is
+        # missing), so that a graph exported at one size stays right at sizes on either side of span
+        export = exporting()
+        pad_h, pad_w = torch.sym_max(0, span - height), torch.sym_max(0, span - width)
+        if export or pad_h or pad_w:
             x = nn.functional.pad(x, (0, 0, 0, pad_w, 0, pad_h))
         padded_h, padded_w = x.shape[1:3]
         qkv = self.qkv(x).reshape(batch, padded_h, padded_w, 3, self.num_heads, self.head_dim)
@@ -183,7 +190,7 @@ class NeighborhoodAttention2D(nn.Module):
         out = na2d(q, k, v, self.kernel_size, self.dilation, self.rpb, self.scale, backend=self.backend,
                    attn_drop=self.attn_drop, training=self.training)
         out = out.permute(0, 2, 3, 1, 4).reshape(batch, padded_h, padded_w, dim)
-        if pad_h or pad_w:
+        if export or pad_h or pad_w:
             out = out[:, :height, :width]
         return self.proj_drop(self.proj(out))
 

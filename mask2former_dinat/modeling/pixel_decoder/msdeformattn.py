@@ -44,9 +44,10 @@ class MSDeformAttnTransformerEncoderLayer(nn.Module):
         self.dropout3 = nn.Dropout(dropout)
         self.norm2 = nn.LayerNorm(d_model)
 
-    def forward(self, src, pos, reference_points, spatial_shapes, level_start_index, padding_mask=None):
+    def forward(self, src, pos, reference_points, spatial_shapes, level_start_index, padding_mask=None, sizes=None):
         query = src if pos is None else src + pos
-        attended = self.self_attn(query, reference_points, src, spatial_shapes, level_start_index, padding_mask)
+        attended = self.self_attn(query, reference_points, src, spatial_shapes, level_start_index, padding_mask,
+                                  input_spatial_sizes=sizes)
         src = self.norm1(src + self.dropout1(attended))
         ffn = self.linear2(self.dropout2(F.relu(self.linear1(src))))
         return self.norm2(src + self.dropout3(ffn))
@@ -68,9 +69,11 @@ class MSDeformAttnTransformerEncoder(nn.Module):
         """
         per_level = []
         for lvl, (h, w) in enumerate(spatial_shapes):
+            # pixel centres 0.5 .. n - 0.5 (what linspace(0.5, n - 0.5, n) gives, bit for bit; torch.export
+            # keeps arange's length symbolic, linspace's it fixes)
             ref_y, ref_x = torch.meshgrid(
-                torch.linspace(0.5, h - 0.5, h, dtype=torch.float32, device=device),
-                torch.linspace(0.5, w - 0.5, w, dtype=torch.float32, device=device),
+                torch.arange(h, dtype=torch.float32, device=device) + 0.5,
+                torch.arange(w, dtype=torch.float32, device=device) + 0.5,
                 indexing="ij",
             )
             ref_y = ref_y.reshape(-1)[None] / (valid_ratios[:, None, lvl, 1] * h)
@@ -79,12 +82,14 @@ class MSDeformAttnTransformerEncoder(nn.Module):
         reference_points = torch.cat(per_level, 1)
         return reference_points[:, :, None] * valid_ratios[:, None]
 
-    def forward(self, src, spatial_shapes, level_start_index, valid_ratios, pos=None, padding_mask=None):
-        shapes = [tuple(s) for s in spatial_shapes.tolist()]
+    def forward(self, src, spatial_shapes, level_start_index, valid_ratios, pos=None, padding_mask=None, sizes=None):
+        """`sizes`: spatial_shapes as python (H_l, W_l) pairs when the caller has them (no device->host
+        copy, and exporters keep them symbolic); read from spatial_shapes otherwise."""
+        shapes = [tuple(s) for s in spatial_shapes.tolist()] if sizes is None else list(sizes)
         reference_points = self.get_reference_points(shapes, valid_ratios, device=src.device)
         output = src
         for layer in self.layers:
-            output = layer(output, pos, reference_points, spatial_shapes, level_start_index, padding_mask)
+            output = layer(output, pos, reference_points, spatial_shapes, level_start_index, padding_mask, shapes)
         return output
 
 
@@ -136,10 +141,13 @@ class MSDeformAttnTransformerEncoderOnly(nn.Module):
         src_flat = torch.cat(src_flat, 1)
         mask_flat = torch.cat(mask_flat, 1)
         pos_flat = torch.cat(pos_flat, 1)
-        spatial_shapes = torch.as_tensor(shapes, dtype=torch.long, device=src_flat.device)
+        # built from the sizes one by one (not as_tensor of a list), so that torch.export keeps them symbolic
+        spatial_shapes = torch.stack([torch.full((), n, dtype=torch.long, device=src_flat.device)
+                                      for shape in shapes for n in shape]).view(len(shapes), 2)
         level_start_index = torch.cat((spatial_shapes.new_zeros((1,)), spatial_shapes.prod(1).cumsum(0)[:-1]))
         valid_ratios = torch.stack([self.get_valid_ratio(m) for m in masks], 1)
-        memory = self.encoder(src_flat, spatial_shapes, level_start_index, valid_ratios, pos_flat, mask_flat)
+        memory = self.encoder(src_flat, spatial_shapes, level_start_index, valid_ratios, pos_flat, mask_flat,
+                              sizes=[tuple(s) for s in shapes])
         return memory, spatial_shapes, level_start_index
 
 
@@ -282,7 +290,7 @@ class MSDeformAttnPixelDecoder(nn.Module):
 
             memory, spatial_shapes, level_start_index = self.transformer(srcs, pos)
             bs = memory.shape[0]
-            sizes = [tuple(s) for s in spatial_shapes.tolist()]
+            sizes = [tuple(s.shape[-2:]) for s in srcs]  # spatial_shapes' values, kept as python sizes
             levels = torch.split(memory, [h * w for h, w in sizes], dim=1)
             out = [z.transpose(1, 2).reshape(bs, -1, h, w) for z, (h, w) in zip(levels, sizes)]
 

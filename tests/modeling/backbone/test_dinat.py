@@ -47,7 +47,7 @@ def test_stochastic_depth_adds_no_state_dict_entries():
     (dict(out_indices=[4]), r"^out_indices \[4\] must be a non-empty subset of 0..3"),
     (dict(frozen_stages=5), r"^frozen_stages must be in -1..4, got 5"),
     (dict(attn_drop_rate=-0.1), r"^attn_drop_rate must be a probability in \[0, 1\]"),
-    (dict(na_backend="cutlass"), r"^na_backend must be one of \('auto', 'natten', 'flex', 'torch'\), got 'cutlass'"),
+    (dict(na_backend="cutlass"), r"^na_backend must be one of \('auto', 'natten', 'flex', 'export', 'torch'\), got 'cutlass'"),
 ])
 def test_bad_arguments_raise_naming_the_constructor_argument(overrides, message):
     with pytest.raises(DiNATArgumentError, match=message):
