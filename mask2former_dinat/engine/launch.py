@@ -44,9 +44,10 @@ def launch(
     """Call `main_func(*args)` in `num_processes_per_machine` processes on each machine.
 
     With CUDA this is detectron2's launch. Without CUDA the processes run on CPU and communicate
-    with gloo (started by detectron2's launch after 0.6, by this module on 0.6). `dist_url` is the rendezvous address
-    ("tcp://host:port"); "auto" rendezvouses through a temporary file (single machine only). One process
-    in total runs `main_func` in this process, without a process group.
+    with gloo (started by detectron2's launch after 0.6, by this module on 0.6). `dist_url` is the
+    rendezvous address ("tcp://host:port"); on CPU, "auto" rendezvouses through a temporary file
+    (single machine only). One process in total runs `main_func` in this process, without a
+    process group.
     """
     if num_processes_per_machine < 1 or num_machines < 1:
         raise ValueError(
@@ -55,7 +56,30 @@ def launch(
         )
     if not 0 <= machine_rank < num_machines:
         raise ValueError(f"machine_rank must be in [0, {num_machines}), got {machine_rank}.")
-    if torch.cuda.is_available():
+    on_cpu = not torch.cuda.is_available()
+    if on_cpu and num_machines * num_processes_per_machine == 1:
+        main_func(*args)
+        return
+    with contextlib.ExitStack() as cleanup:
+        if on_cpu:
+            if not dist_url:
+                raise ValueError("A multi-process run needs dist_url, e.g. 'tcp://127.0.0.1:50152' or 'auto'.")
+            if dist_url == "auto":
+                if num_machines != 1:
+                    raise ValueError("dist_url='auto' only works on one machine; pass tcp://<host of rank 0>:<port>.")
+                store_dir = cleanup.enter_context(tempfile.TemporaryDirectory(prefix="m2f_dinat_dist_"))
+                dist_url = f"file://{os.path.join(store_dir, 'store')}"
+            if detectron2_release.is_release_0_6():
+                world_size = num_machines * num_processes_per_machine
+                mp.start_processes(
+                    _cpu_worker,
+                    nprocs=num_processes_per_machine,
+                    args=(main_func, world_size, num_processes_per_machine, machine_rank, dist_url, args, timeout),
+                    daemon=False,
+                    start_method="spawn",
+                )
+                return
+            main_func = _ExitAfterSuccess(main_func)
         return _detectron2_launch(
             main_func,
             num_processes_per_machine,
@@ -64,36 +88,6 @@ def launch(
             dist_url=dist_url,
             args=args,
             timeout=timeout,
-        )
-
-    world_size = num_machines * num_processes_per_machine
-    if world_size == 1:
-        main_func(*args)
-        return
-    if not dist_url:
-        raise ValueError("A multi-process run needs dist_url, e.g. 'tcp://127.0.0.1:50152' or 'auto'.")
-    with contextlib.ExitStack() as cleanup:
-        if dist_url == "auto":
-            if num_machines != 1:
-                raise ValueError("dist_url='auto' only works on one machine; pass tcp://<host of rank 0>:<port>.")
-            store_dir = cleanup.enter_context(tempfile.TemporaryDirectory(prefix="m2f_dinat_dist_"))
-            dist_url = f"file://{os.path.join(store_dir, 'store')}"
-        if not detectron2_release.is_release_0_6():
-            return _detectron2_launch(
-                _ExitAfterSuccess(main_func),
-                num_processes_per_machine,
-                num_machines=num_machines,
-                machine_rank=machine_rank,
-                dist_url=dist_url,
-                args=args,
-                timeout=timeout,
-            )
-        mp.start_processes(
-            _cpu_worker,
-            nprocs=num_processes_per_machine,
-            args=(main_func, world_size, num_processes_per_machine, machine_rank, dist_url, args, timeout),
-            daemon=False,
-            start_method="spawn",
         )
 
 

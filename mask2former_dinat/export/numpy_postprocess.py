@@ -5,12 +5,18 @@ graph outputs of one image: `pred_logits` [Q, K+1] (last column "no object") and
 [Q, H_pad/4, W_pad/4]. `masks_to_image` brings the masks to the image as the model does
 (bilinear upsampling to the padded input, align_corners=False, then the padding cropped);
 `semantic_inference`, `panoptic_inference` and `instance_inference` then give the results as
-NumPy arrays. This file imports nothing but NumPy, so a deployment can copy it beside
-onnx_runtime.py and run with onnxruntime and NumPy alone.
+NumPy arrays. This file imports nothing but NumPy and the import-free panoptic rule it shares
+with PyTorch's post-processing (modeling/panoptic_segments.py), so a deployment can copy the two
+beside onnx_runtime.py and run with onnxruntime and NumPy alone.
 """
 from typing import Collection, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
+
+try:
+    from ..modeling.panoptic_segments import assign_segments
+except ImportError:  # copied beside panoptic_segments.py, outside the package
+    from panoptic_segments import assign_segments
 
 __all__ = [
     "resize_bilinear",
@@ -91,23 +97,11 @@ def panoptic_inference(mask_cls: np.ndarray, mask_pred: np.ndarray, *, object_ma
     won_area = np.bincount(winner.ravel(), minlength=n)
     own_area = own.reshape(n, -1).sum(1)
     labelled_area = np.bincount(winner[winner_owns], minlength=n)
-    segment_of_query = np.zeros(n, dtype=np.int32)
-    thing_ids = set(int(i) for i in thing_ids)
-    stuff_segment_of_class = {}
-    for k, pred_class in enumerate(cur_classes.tolist()):
-        if won_area[k] == 0 or own_area[k] == 0 or labelled_area[k] == 0:
-            continue
-        if won_area[k] / own_area[k] < overlap_threshold:
-            continue
-        isthing = pred_class in thing_ids
-        if not isthing and pred_class in stuff_segment_of_class:
-            segment_of_query[k] = stuff_segment_of_class[pred_class]
-            continue
-        segment_id = len(segments_info) + 1
-        if not isthing:
-            stuff_segment_of_class[pred_class] = segment_id
-        segment_of_query[k] = segment_id
-        segments_info.append({"id": segment_id, "isthing": isthing, "category_id": pred_class})
+    segment_of_query, segments_info = assign_segments(
+        cur_classes.tolist(), won_area.tolist(), own_area.tolist(), labelled_area.tolist(),
+        overlap_threshold=overlap_threshold, thing_ids=thing_ids,
+    )
+    segment_of_query = np.asarray(segment_of_query, dtype=np.int32)
     panoptic_seg = np.where(winner_owns, segment_of_query[winner], panoptic_seg).astype(np.int32)
     return panoptic_seg, segments_info
 

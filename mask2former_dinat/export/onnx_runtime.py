@@ -5,8 +5,8 @@
 results MaskFormer would return, as NumPy: {"sem_seg": [K, H, W]}, {"panoptic_seg":
 (int32 [H, W], segments_info)}, {"instances": {...}} (numpy_postprocess.py). `image` is uint8
 or float [H, W, 3] RGB. A static model refuses other sizes with ValueError; a dynamic one
-pads them to its size divisibility. Imports no PyTorch: this file and numpy_postprocess.py
-and metadata.py can be copied into a deployment as they are.
+pads them to its size divisibility. Imports no PyTorch: this file, numpy_postprocess.py,
+metadata.py and modeling/panoptic_segments.py can be copied into a deployment as they are.
 """
 from typing import Dict, Tuple
 

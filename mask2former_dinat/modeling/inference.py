@@ -11,6 +11,8 @@ import torch
 import torch.nn.functional as F
 from detectron2.structures import Boxes, Instances
 
+from .panoptic_segments import assign_segments
+
 __all__ = ["semantic_inference", "panoptic_inference", "instance_inference", "masks_to_boxes"]
 
 
@@ -66,25 +68,10 @@ def panoptic_inference(
     own_area = own.flatten(1).sum(1, dtype=torch.int32).tolist()
     labelled_area = torch.bincount(winner[winner_owns], minlength=n).tolist()
 
-    # Segment id of each query's labelled pixels, 0 for dropped queries; queries are visited
-    # in order, so segment ids follow query order as in the original.
-    segment_of_query = [0] * n
-    thing_ids = set(int(i) for i in thing_ids)
-    stuff_segment_of_class = {}
-    for k, pred_class in enumerate(cur_classes.tolist()):
-        if won_area[k] == 0 or own_area[k] == 0 or labelled_area[k] == 0:
-            continue
-        if won_area[k] / own_area[k] < overlap_threshold:
-            continue
-        isthing = pred_class in thing_ids
-        if not isthing and pred_class in stuff_segment_of_class:
-            segment_of_query[k] = stuff_segment_of_class[pred_class]
-            continue
-        segment_id = len(segments_info) + 1
-        if not isthing:
-            stuff_segment_of_class[pred_class] = segment_id
-        segment_of_query[k] = segment_id
-        segments_info.append({"id": segment_id, "isthing": isthing, "category_id": pred_class})
+    segment_of_query, segments_info = assign_segments(
+        cur_classes.tolist(), won_area, own_area, labelled_area,
+        overlap_threshold=overlap_threshold, thing_ids=thing_ids,
+    )
     segment_of_query = torch.tensor(segment_of_query, dtype=torch.int32, device=mask_pred.device)
     panoptic_seg = torch.where(winner_owns, segment_of_query[winner], panoptic_seg)
     return panoptic_seg, segments_info
